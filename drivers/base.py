@@ -264,3 +264,36 @@ class OutletControl(Protocol):
 
     async def request_outlet(self, index: int, action: OutletAction) -> None:
         """Ask once; the daemon reads back and confirms within a deadline."""
+
+
+# ------------------------------------------------------------------------------------- metric names
+class Metric(enum.StrEnum):
+    """Names of the readings drivers produce (Prometheus style). Labels say which sensor/outlet/pump."""
+
+    NODE_POWER_WATTS = "baie_node_power_watts"                    # PowerControl consumed watts
+    PSU_INPUT_POWER_WATTS = "baie_psu_input_power_watts"          # labels: psu
+    TEMPERATURE_CELSIUS = "baie_temperature_celsius"              # labels: sensor
+    INLET_TEMPERATURE_CELSIUS = "baie_inlet_temperature_celsius"
+    FAN_SPEED_RPM = "baie_fan_speed_rpm"                          # labels: fan
+    FAN_SPEED_PERCENT = "baie_fan_speed_percent"                  # labels: fan
+    OUTLET_POWER_WATTS = "baie_outlet_power_watts"                # labels: outlet
+    OUTLET_CURRENT_AMPS = "baie_outlet_current_amps"              # labels: outlet
+    OUTLET_VOLTAGE_VOLTS = "baie_outlet_voltage_volts"            # labels: outlet
+    OUTLET_ENERGY_KWH = "baie_outlet_energy_kwh"                  # labels: outlet
+    OUTLET_ON = "baie_outlet_on"                                  # 1 on, 0 off; labels: outlet
+    PDU_INPUT_POWER_WATTS = "baie_pdu_input_power_watts"          # labels: input (mains/phase)
+    PDU_INPUT_CURRENT_AMPS = "baie_pdu_input_current_amps"        # labels: input
+    PDU_INPUT_VOLTAGE_VOLTS = "baie_pdu_input_voltage_volts"      # labels: input
+    PDU_ENERGY_KWH = "baie_pdu_energy_kwh"
+    COOLANT_SUPPLY_TEMPERATURE_CELSIUS = "baie_coolant_supply_temperature_celsius"  # labels: connector
+    COOLANT_RETURN_TEMPERATURE_CELSIUS = "baie_coolant_return_temperature_celsius"  # labels: connector
+    COOLANT_FLOW_LPM = "baie_coolant_flow_litres_per_minute"      # labels: connector
+    COOLANT_PRESSURE_KPA = "baie_coolant_pressure_kpa"            # labels: connector
+    COOLANT_HEAT_REMOVED_KW = "baie_coolant_heat_removed_kw"      # as reported by the device, if it does
+    PUMP_SPEED_PERCENT = "baie_pump_speed_percent"                # labels: pump
+    PUMP_OK = "baie_pump_ok"                                      # 1 healthy, 0 failed; labels: pump
+    FILTER_OK = "baie_filter_ok"                                  # labels: filter
+    RESERVOIR_LEVEL_PERCENT = "baie_reservoir_level_percent"      # labels: reservoir
+    LEAK_DETECTED = "baie_leak_detected"                          # 1 leak, 0 dry; labels: detector
+    HUMIDITY_PERCENT = "baie_humidity_percent"
+    PSU_OK = "baie_psu_ok"                                        # 1 healthy, 0 failed; labels: psu
