@@ -1,0 +1,303 @@
+"""The inventory: tables (sqlmodel) and the vocabulary their string columns take.
+
+Names follow NetBox where it has one: Site › Location › Rack › Node (device), PowerPanel › PowerFeed,
+``position`` is the lowest U a node occupies, ``face`` front|rear. Cooling: CoolingUnit › CoolingLoop › Rack.
+
+Enumerated columns are stored as short strings (portable across SQLite and PostgreSQL, no native enum
+types to migrate); the service layer validates them against the enums below.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+# Named constraints, so that later migrations can alter them on SQLite (batch mode) and PostgreSQL alike.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _time(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kw)
+
+
+class SiteRole(enum.StrEnum):
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+    BACKUP = "backup"
+
+
+class FeedSide(enum.StrEnum):
+    A = "A"
+    B = "B"
+
+
+class FeedPhase(enum.StrEnum):
+    SINGLE = "single"
+    THREE = "three"
+
+
+class Face(enum.StrEnum):
+    FRONT = "front"
+    REAR = "rear"
+
+
+class BmcProtocol(enum.StrEnum):
+    REDFISH = "redfish"
+    IPMI = "ipmi"
+
+
+class DeviceProtocol(enum.StrEnum):
+    SNMP = "snmp"
+    REDFISH = "redfish"
+
+
+class BmcState(enum.StrEnum):
+    """What the daemon last saw of a node's BMC."""
+
+    UNKNOWN = "unknown"
+    OK = "ok"
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth_failed"
+    TLS_MISMATCH = "tls_mismatch"
+
+
+class NodeState(enum.StrEnum):
+    """Lifecycle of a node. ``planned`` is a declared placement not yet seen on the network."""
+
+    PLANNED = "planned"
+    DISCOVERED = "discovered"
+    ENROLLED = "enrolled"
+    AVAILABLE = "available"
+    MAINTENANCE = "maintenance"
+    RETIRED = "retired"
+
+
+# ------------------------------------------------------------------------------------------- places
+class Site(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    country_code: str = Field(max_length=2)  # ISO 3166-1 alpha-2
+    jurisdiction: str = Field(max_length=128)
+    role: str = Field(max_length=16)  # SiteRole
+    description: str | None = None
+
+
+class Location(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id", index=True)
+    name: str = Field(max_length=64)
+
+
+class CoolingUnit(SQLModel, table=True):
+    """A coolant distribution unit (CDU)."""
+
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id", index=True)
+    location_id: int | None = Field(default=None, foreign_key="location.id")
+    name: str = Field(max_length=64)
+    address: str | None = None
+    protocol: str = Field(default=DeviceProtocol.REDFISH, max_length=16)
+    port: int | None = None
+    credential_ref: str | None = None
+
+
+class CoolingLoop(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id", index=True)
+    cooling_unit_id: int = Field(foreign_key="coolingunit.id", index=True)
+    name: str = Field(max_length=64)
+    supply_temperature_max_c: float | None = None
+    flow_min_lpm: float | None = None
+
+
+class Rack(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id", index=True)
+    location_id: int = Field(foreign_key="location.id", index=True)
+    name: str = Field(max_length=64)
+    u_height: int = 42
+    power_budget_watts: float | None = None
+    cooling_loop_id: int | None = Field(default=None, foreign_key="coolingloop.id", index=True)
+    switch_name: str | None = None  # the top-of-rack switch its nodes are cabled to
+
+
+# -------------------------------------------------------------------------------------------- power
+class PowerPanel(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id", index=True)
+    location_id: int | None = Field(default=None, foreign_key="location.id")
+    name: str = Field(max_length=64)
+
+
+class PowerFeed(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("power_panel_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    power_panel_id: int = Field(foreign_key="powerpanel.id", index=True)
+    rack_id: int | None = Field(default=None, foreign_key="rack.id", index=True)
+    name: str = Field(max_length=64)
+    side: str = Field(max_length=1)  # FeedSide
+    voltage: float = 230.0
+    amperage: float = 16.0
+    phase: str = Field(default=FeedPhase.SINGLE, max_length=8)
+    max_utilization: float = 80.0  # percent of the breaker rating the feed may carry
+
+    @property
+    def capacity_watts(self) -> float:
+        """Usable power: V × A (×√3 on three phase) × max_utilization."""
+        factor = 3 ** 0.5 if self.phase == FeedPhase.THREE else 1.0
+        return self.voltage * self.amperage * factor * self.max_utilization / 100.0
+
+
+class Pdu(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id", index=True)
+    rack_id: int | None = Field(default=None, foreign_key="rack.id", index=True)
+    power_feed_id: int | None = Field(default=None, foreign_key="powerfeed.id")
+    name: str = Field(max_length=64)
+    address: str | None = None
+    protocol: str = Field(default=DeviceProtocol.SNMP, max_length=16)
+    port: int | None = None
+    credential_ref: str | None = None
+    insecure_community_waiver: bool = False  # SNMPv2c allowed only when this is set explicitly
+
+
+class PduOutlet(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("pdu_id", "index"),)
+    id: int | None = Field(default=None, primary_key=True)
+    pdu_id: int = Field(foreign_key="pdu.id", index=True)
+    index: int
+    name: str | None = None
+    power_feed_id: int | None = Field(default=None, foreign_key="powerfeed.id")
+    node_id: int | None = Field(default=None, foreign_key="node.id", index=True)
+    psu: str | None = None  # which PSU of the node, e.g. "PSU1"
+
+
+# --------------------------------------------------------------------------------------------- nodes
+class Node(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "bmc_address"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str | None = Field(default=None, unique=True, max_length=64)
+    site_id: int | None = Field(default=None, foreign_key="site.id", index=True)
+    rack_id: int | None = Field(default=None, foreign_key="rack.id", index=True)
+    position: int | None = None
+    u_height: int = 1
+    face: str = Field(default=Face.FRONT, max_length=8)
+    serial: str | None = Field(default=None, unique=True, max_length=64)
+    uuid: str | None = Field(default=None, unique=True, max_length=64)
+    asset_tag: str | None = Field(default=None, unique=True, max_length=64)
+    manufacturer: str | None = None
+    model: str | None = None
+    bmc_address: str | None = None
+    bmc_port: int | None = None
+    bmc_protocol: str | None = Field(default=None, max_length=16)
+    bmc_state: str = Field(default=BmcState.UNKNOWN, max_length=16)
+    bmc_tls_fingerprint: str | None = None  # SHA-256 of the pinned certificate
+    credential_ref: str | None = None
+    state: str = Field(default=NodeState.DISCOVERED, max_length=32, index=True)
+    power_state: str | None = Field(default=None, max_length=16)
+    bios_version: str | None = None
+    bmc_firmware: str | None = None
+    expected_power_watts: float | None = None
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class RackSlot(SQLModel, table=True):
+    """One occupied U. The unique (rack, u) key makes overlapping placements impossible in the database."""
+
+    __table_args__ = (UniqueConstraint("rack_id", "u"),)
+    id: int | None = Field(default=None, primary_key=True)
+    rack_id: int = Field(foreign_key="rack.id", index=True)
+    u: int
+    node_id: int = Field(foreign_key="node.id", index=True)
+
+
+class Processor(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: int = Field(foreign_key="node.id", index=True)
+    socket: str
+    model: str | None = None
+    manufacturer: str | None = None
+    cores: int | None = None
+    threads: int | None = None
+
+
+class MemoryModule(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: int = Field(foreign_key="node.id", index=True)
+    slot: str
+    size_mib: int | None = None
+    part_number: str | None = None
+    serial: str | None = None
+    manufacturer: str | None = None
+    speed_mhz: int | None = None
+
+
+class Drive(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: int = Field(foreign_key="node.id", index=True)
+    name: str
+    model: str | None = None
+    serial: str | None = None
+    capacity_bytes: int | None = None
+    media_type: str | None = None
+
+
+class NetworkInterface(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: int = Field(foreign_key="node.id", index=True)
+    name: str
+    mac: str | None = Field(default=None, unique=True, max_length=17)
+    speed_mbps: int | None = None
+
+
+# ---------------------------------------------------------------------------------------- discovery
+class DiscoveryRange(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "cidr"),)
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id", index=True)
+    cidr: str = Field(max_length=64)
+    protocols: str = "redfish,ipmi"  # comma-separated BmcProtocol values
+
+
+# -------------------------------------------------------------------------------------- time series
+class Reading(SQLModel, table=True):
+    __table_args__ = (Index("ix_reading_metric_time", "metric", "time"),)
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = _time(index=True)
+    metric: str = Field(max_length=96)
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    value: float
+
+
+class Event(SQLModel, table=True):
+    """Something that changed, who or what did it, and when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = _time(index=True)
+    kind: str = Field(max_length=64, index=True)  # e.g. "node.created", "hardware.drift", "power.action"
+    subject: str = Field(max_length=128)  # e.g. "node/SN123", "rack/par1/R01"
+    actor: str = Field(max_length=64)  # "import:alice", "daemon", "cli:bob"
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
