@@ -44,11 +44,35 @@ class CredentialSettings(_Section):
     directory: Path = Path("/etc/baie/credentials")
 
 
+class BmcSettings(_Section):
+    """How the daemon talks to BMCs (Redfish and IPMI)."""
+
+    redfish_scheme: str = Field(default="https", pattern="^(https|http)$")  # http: only for a lab
+    redfish_port: int = Field(default=443, ge=1, le=65535)
+    ipmi_port: int = Field(default=623, ge=1, le=65535)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    # Verify BMC certificates against this bundle; without one, certificates are pinned at enrolment
+    # (trust on first use), when trust_on_first_use is true, and re-pinned only by `baie bmc trust NODE`.
+    ca_bundle: Path | None = None
+    trust_on_first_use: bool = True
+    power_confirm_seconds: float = Field(default=30.0, gt=0)
+    workers: int = Field(default=16, ge=1, le=256)  # threads for blocking BMC libraries (sushy, pyghmi)
+
+
+class DiscoverySettings(_Section):
+    interval_seconds: float = Field(default=3600.0, gt=0)  # scheduled sweep of every site's ranges
+    concurrency: int = Field(default=256, ge=1, le=4096)
+    probe_timeout_seconds: float = Field(default=2.0, gt=0)
+    enrol_concurrency: int = Field(default=8, ge=1, le=256)
+
+
 class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     credentials: CredentialSettings = CredentialSettings()
+    bmc: BmcSettings = BmcSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
 
 
 def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
