@@ -232,6 +232,8 @@ class ProbeResult:
     protocol: str  # "redfish" | "ipmi"
     port: int
     detail: str | None = None  # e.g. Redfish version, or IPMI "2.0"
+    uuid: str | None = None  # the service's UUID, where it reports one (Redfish service root)
+    certificate_sha256: str | None = None  # TLS certificate seen (unverified), for pinning on enrolment
 
 
 # ------------------------------------------------------------------------------------------ protocols
@@ -285,6 +287,11 @@ class Metric(enum.StrEnum):
     PDU_INPUT_CURRENT_AMPS = "baie_pdu_input_current_amps"        # labels: input
     PDU_INPUT_VOLTAGE_VOLTS = "baie_pdu_input_voltage_volts"      # labels: input
     PDU_ENERGY_KWH = "baie_pdu_energy_kwh"
+    PDU_POWER_WATTS = "baie_pdu_power_watts"                      # whole-PDU total, as the PDU reports it
+    BRANCH_POWER_WATTS = "baie_branch_power_watts"                # labels: branch (a breaker's circuit)
+    BRANCH_CURRENT_AMPS = "baie_branch_current_amps"              # labels: branch
+    BRANCH_VOLTAGE_VOLTS = "baie_branch_voltage_volts"            # labels: branch
+    BRANCH_ENERGY_KWH = "baie_branch_energy_kwh"                  # labels: branch
     COOLANT_SUPPLY_TEMPERATURE_CELSIUS = "baie_coolant_supply_temperature_celsius"  # labels: connector
     COOLANT_RETURN_TEMPERATURE_CELSIUS = "baie_coolant_return_temperature_celsius"  # labels: connector
     COOLANT_FLOW_LPM = "baie_coolant_flow_litres_per_minute"      # labels: connector
