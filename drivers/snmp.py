@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
     usmHMAC384SHA512AuthProtocol)
 from pysnmp.proto import errind
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
+from pysnmp.smi import builder, view
 
 from drivers.base import (
     AuthFailed, BmcUnreachable, DriverError, InsecureRefused, MalformedReply, OutletAction, OutletReading,
@@ -175,7 +177,7 @@ def _auth_data(target: SnmpTarget) -> UsmUserData | CommunityData:
 
 
 def _parse(value: object) -> Value | None:
-    if isinstance(value, _ABSENT) or isinstance(value, univ.Null):
+    if isinstance(value, univ.Null):  # noSuchObject, noSuchInstance and endOfMibView are Nulls too
         return None
     if isinstance(value, univ.Integer):  # Integer32, Gauge32, Counter32/64, TimeTicks, Unsigned32
         return int(value)
@@ -184,6 +186,13 @@ def _parse(value: object) -> Value | None:
     if isinstance(value, univ.ObjectIdentifier):
         return str(value)
     return None
+
+
+@functools.cache
+def _mib_view() -> view.MibViewController:
+    # pysnmp gives every engine its own MIB view, and with pysmi installed each one builds a MIB parser
+    # (~2 s CPU) on first use. We only send numeric OIDs, so one view serves every engine we create.
+    return view.MibViewController(builder.MibBuilder())
 
 
 class SnmpClient:
@@ -198,6 +207,8 @@ class SnmpClient:
         self._context = ContextData(contextName=target.context.encode())
         self._own_engine = engine is None
         self._engine = engine or SnmpEngine()
+        if self._own_engine:
+            self._engine.cache["mibViewController"] = _mib_view()
         self._transport: UdpTransportTarget | None = None
         self._slots = asyncio.Semaphore(target.max_concurrency)
 
