@@ -54,10 +54,12 @@ class SnmpSim:
                 *[f"--variation-modules-dir={d}" for d in VARIATION_DIRS],
                 # an engine section starts at --v3-engine-id; its data dir, users and endpoint follow it
                 f"--v3-engine-id={self.engine_id}", f"--data-dir={self.data_dir}"]
-        for user in self.v3_users:
-            argv += [f"--v3-user={user.name}", f"--v3-auth-key={user.auth_key}", "--v3-auth-proto=SHA256",
-                     f"--v3-priv-key={user.priv_key}", "--v3-priv-proto=AES128"]
-        argv.append(f"--agent-udpv4-endpoint={self.host}:{self.port}")
+        users = tmp / "users.args"  # keys in a private file rather than on the command line (ps)
+        users.touch(mode=0o600)
+        users.write_text(" ".join(
+            f"--v3-user={u.name} --v3-auth-key={u.auth_key} --v3-auth-proto=SHA256"
+            f" --v3-priv-key={u.priv_key} --v3-priv-proto=AES128" for u in self.v3_users))
+        argv += [f"--agent-udpv4-endpoint={self.host}:{self.port}", f"--args-from-file={users}"]
         self._process = Process(argv, log=tmp / "snmpsim.log", env={"SNMPSIM_ALLOW_ROOT": "true"})
         try:
             wait_until(self._answers, deadline=30, what=f"snmpsim on {self.host}:{self.port}")
