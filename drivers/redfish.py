@@ -103,7 +103,10 @@ class TlsPolicy:
 
 
 class _PinnedAdapter(HTTPAdapter):
-    """Accepts the server by its leaf certificate's SHA-256 alone (urllib3's ``assert_fingerprint``)."""
+    """Accepts the server by its leaf certificate's SHA-256 alone (urllib3's ``assert_fingerprint``).
+
+    urllib3 checks the fingerprint right after the handshake, before the request (and any credentials) is sent.
+    """
 
     def __init__(self, sha256: str) -> None:
         self._sha256 = sha256

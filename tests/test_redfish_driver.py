@@ -24,7 +24,7 @@ from drivers.base import (
 from drivers.profiles.redfish_quirks import chassis_without_chassis_type, lowercase_links_ilo5
 from drivers.redfish import RedfishDriver, TlsPolicy, fetch_certificate_sha256, probe_redfish
 from tests.lab.common import MOCKUPS, free_port, wait_until
-from tests.lab.redfish import SushyEmulator, SushyStatic
+from tests.lab.redfish import SushyEmulator, SushyStatic, make_certificate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "redfish"
 needs_mockups = pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
@@ -216,6 +216,16 @@ def test_pinned_certificate_then_new_certificate_is_tls_mismatch(emulator_passwo
                 driver.get_power_state()
     assert caught.value.expected_fingerprint == pin
     assert caught.value.seen_fingerprint == peer.certificate_sha256 != pin
+
+
+def test_certificate_not_from_the_ca_bundle_is_tls_mismatch(emulator: SushyEmulator, emulator_password: str,
+                                                            tmp_path: Path) -> None:
+    other_ca, _, _ = make_certificate(tmp_path)
+    credentials = Credentials("admin", Secret(emulator_password))
+    with RedfishDriver(emulator.address, emulator.port, credentials, TlsPolicy(ca_bundle=other_ca)) as driver, \
+            pytest.raises(TlsMismatch) as caught:
+        driver.get_power_state()
+    assert caught.value.seen_fingerprint == emulator.certificate_sha256
 
 
 def test_http_needs_insecure_http_policy() -> None:
