@@ -66,7 +66,13 @@ class DiscoverySettings(_Section):
     enrol_concurrency: int = Field(default=8, ge=1, le=256)
 
 
+class DaemonSettings(_Section):
+    # Threads for every blocking call (the ORM, sushy, pyghmi): the bound on how many run at once.
+    workers: int = Field(default=16, ge=1, le=256)
+
+
 class Settings(_Section):
+    daemon: DaemonSettings = DaemonSettings()
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
