@@ -56,7 +56,6 @@ class BmcSettings(_Section):
     ca_bundle: Path | None = None
     trust_on_first_use: bool = True
     power_confirm_seconds: float = Field(default=30.0, gt=0)
-    workers: int = Field(default=16, ge=1, le=256)  # threads for blocking BMC libraries (sushy, pyghmi)
 
 
 class DiscoverySettings(_Section):

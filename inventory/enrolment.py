@@ -142,6 +142,19 @@ def _sync_components(session: Session, node: Node, model: type, observed: list[A
     return changes
 
 
+def _one_per_mac(nics: list[NetworkInterface]) -> list[NetworkInterface]:
+    """A VLAN or other logical interface reports its parent's MAC: keep the first interface per MAC."""
+    seen: set[str] = set()
+    kept = []
+    for nic in sorted(nics, key=lambda n: n.name):
+        if nic.mac and nic.mac in seen:
+            continue
+        if nic.mac:
+            seen.add(nic.mac)
+        kept.append(nic)
+    return kept
+
+
 def enrol(inventory: Inventory, site: str, observed: Observed, actor: str) -> EnrolResult:
     """Create or update the node ``observed`` describes, in one transaction with its events."""
     with inventory.session() as s:
@@ -178,7 +191,7 @@ def enrol(inventory: Inventory, site: str, observed: Observed, actor: str) -> En
         s.flush()
         components = []
         for model, rows in ((Processor, observed.processors), (MemoryModule, observed.memory),
-                            (Drive, observed.drives), (NetworkInterface, observed.nics)):
+                            (Drive, observed.drives), (NetworkInterface, _one_per_mac(observed.nics))):
             components += _sync_components(s, node, model, rows)
         subject = f"node/{_label(node)}"
         if created:

@@ -101,3 +101,10 @@ def test_trust_repins_the_certificate(inventory, site):
     assert trust_certificate(inventory, "SN-1", "bb" * 32, "cli:alice") == "aa" * 32
     node = inventory.node("SN-1")
     assert node.bmc_tls_fingerprint == "bb" * 32 and node.bmc_state == "unknown"
+
+
+def test_logical_interfaces_sharing_a_mac_are_one_nic(inventory, site):
+    obs = observed()
+    obs.nics.append(NetworkInterface(node_id=0, name="eth0.100", mac="52:54:00:aa:00:01"))
+    enrol(inventory, site, obs, "test")
+    assert [n["name"] for n in inventory.node("SN-1").components.nics] == ["eth0"]

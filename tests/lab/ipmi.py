@@ -46,6 +46,8 @@ class BmcSpec:
     cpu_celsius: int = 45
     fan_rpm: int = 4800
     ipmi15_only: bool = False
+    address: str | None = None  # default: the simulator's host
+    port: int | None = None  # default: a free UDP port
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ class IpmiSim:
         self.console_port = free_port(self.host)
         run_id = secrets.token_hex(4)  # GUIDs unique per run, so a stray simulator cannot pass for ours
         self.bmcs = [
-            SimBmc(spec=spec, mc=0x20 + 2 * i, address=self.host, port=free_port(self.host, socket.SOCK_DGRAM),
+            SimBmc(spec=spec, mc=0x20 + 2 * i, address=spec.address or self.host,
+                   port=spec.port or free_port(spec.address or self.host, socket.SOCK_DGRAM),
                    state_dir=self._dir / f"state-{0x20 + 2 * i:02x}",
                    guid=None if spec.ipmi15_only else f"ba1e5a70{run_id}{i:016x}")
             for i, spec in enumerate(self.specs)

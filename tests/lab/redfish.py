@@ -58,24 +58,35 @@ def _answers(url: str, ca_file: Path | None) -> bool:
 
 
 class SushyStatic:
-    """``sushy-static`` serving the recorded tree ``mockup_name`` from the shared mockups (read-only, HTTP)."""
+    """``sushy-static`` serving the recorded tree ``mockup_name`` from the shared mockups (read-only).
 
-    def __init__(self, mockup_name: str, host: str = "127.0.0.1", port: int | None = None) -> None:
+    Plain HTTP by default; with ``tls=True`` HTTPS with a fresh self-signed certificate whose SHA-256 is
+    ``fingerprint``. It accepts any credentials.
+    """
+
+    def __init__(self, mockup_name: str, host: str = "127.0.0.1", port: int | None = None, *,
+                 tls: bool = False) -> None:
         self.tree = MOCKUPS / mockup_name
         if not (self.tree / "index.json").is_file():
             raise FileNotFoundError(f"no Redfish mockup at {self.tree}")
         self.address = host
         self.port = port or free_port(host)
-        self.url = f"http://{host}:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
+        self.fingerprint: str | None = None
         self._dir: Path | None = None
         self._process: Process | None = None
 
     def __enter__(self) -> SushyStatic:
         self._dir = Path(tempfile.mkdtemp(prefix="sushy-static-"))
-        self._process = Process([tool("sushy-static"), "-i", self.address, "-p", str(self.port),
-                                 "-m", str(self.tree)], log=self._dir / "sushy-static.log")
+        argv = [tool("sushy-static"), "-i", self.address, "-p", str(self.port), "-m", str(self.tree)]
+        ca_file = None
+        if self.tls:
+            ca_file, key, self.fingerprint = make_certificate(self._dir, self.address)
+            argv += ["-c", str(ca_file), "-k", str(key)]
+        self._process = Process(argv, log=self._dir / "sushy-static.log")
         try:
-            wait_until(lambda: self._process.alive() and _answers(self.url, None), deadline=READY_DEADLINE,
+            wait_until(lambda: self._process.alive() and _answers(self.url, ca_file), deadline=READY_DEADLINE,
                        what=f"sushy-static {self.tree.name} on {self.url}")
         except TimeoutError:
             self.__exit__()

@@ -206,7 +206,7 @@ def upgrade() -> None:
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('model', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('serial', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('capacity_bytes', sa.Integer(), nullable=True),
+    sa.Column('capacity_bytes', sa.BigInteger(), nullable=True),
     sa.Column('media_type', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.ForeignKeyConstraint(['node_id'], ['node.id'], name=op.f('fk_drive_node_id_node')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_drive'))
