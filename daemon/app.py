@@ -23,8 +23,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from daemon import actions
 from daemon.executor import blocking
-from drivers.base import Secret
+from drivers.base import DriverError, Secret
 from inventory.errors import Ambiguous, Conflict, Invalid, InventoryError, NotFound
 from inventory.service import Inventory
 from inventory.views import CoolingLoopView, EventView, NodeDetail, NodeView, PduView, RackDetail, RackView, SiteView
@@ -170,6 +171,7 @@ def create_app(inventory: Inventory, metrics: Metrics) -> FastAPI:
     app = FastAPI(title="baie", version=VERSION)
     app.state.inventory = inventory
     app.include_router(api)
+    app.include_router(actions.router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -191,6 +193,10 @@ def create_app(inventory: Inventory, metrics: Metrics) -> FastAPI:
     @app.exception_handler(InventoryError)
     async def inventory_error(_request: Request, exc: InventoryError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=ERROR_STATUS.get(type(exc), 400))
+
+    @app.exception_handler(DriverError)
+    async def driver_error(_request: Request, exc: DriverError) -> JSONResponse:
+        return actions.driver_error_response(exc)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

@@ -153,6 +153,15 @@ class Discovery:
                  failed=summary.failed)
         return summary
 
+    async def discover_all(self) -> None:
+        """The scheduled sweep: every site that has discovery ranges, one after the other."""
+        for site in await blocking(self.inventory.sites):
+            if await blocking(site_ranges, self.inventory, site.name):
+                try:
+                    await self.discover(site.name)
+                except InventoryError as exc:  # e.g. a range edited into something invalid
+                    log.error("discovery.site_failed", site=site.name, reason=str(exc))
+
     async def _pin_for(self, site: str, hit: ProbeResult) -> str | None:
         """The fingerprint to trust at this address: the one on record, else (TOFU, if enabled) the one seen."""
         if hit.protocol != BmcProtocol.REDFISH or self.bmc.redfish_scheme == "http":

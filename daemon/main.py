@@ -25,8 +25,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.app import VERSION, BearerAuth, Metrics, create_app, database_up
+from daemon.bmc import BmcAccess, PowerService
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.credentials import CredentialError, CredentialStore
+from daemon.discovery import Discovery
 from daemon.executor import install_executor
 from daemon.logging import configure_logging
 from daemon.notify import Notifier
@@ -139,11 +141,14 @@ class DatabaseWatch:
         self.up = up
 
 
-def schedule_jobs(scheduler: AsyncIOScheduler, inventory: Inventory) -> None:
+def schedule_jobs(scheduler: AsyncIOScheduler, settings: Settings, inventory: Inventory,
+                  discovery: Discovery) -> None:
     """The daemon's periodic work, one line per job (JOB_DEFAULTS apply). A coroutine function runs on the
     loop; a plain function runs on the bounded thread pool."""
     scheduler.add_job(DatabaseWatch(inventory.engine).check, "interval", seconds=HOUSEKEEPING_SECONDS,
                       id="database-watch")
+    scheduler.add_job(discovery.discover_all, "interval", seconds=settings.discovery.interval_seconds,
+                      id="discovery")
 
 
 # ---------------------------------------------------------------------------------------------- serving
@@ -162,7 +167,8 @@ class _Server(uvicorn.Server):
         self.ready.set()
 
 
-async def serve(settings: Settings, inventory: Inventory, listeners: list[tuple[socket.socket, Secret | None]]) -> int:
+async def serve(settings: Settings, inventory: Inventory, store: CredentialStore,
+                listeners: list[tuple[socket.socket, Secret | None]]) -> int:
     loop = asyncio.get_running_loop()
     install_executor(loop, settings.daemon.workers)
     stop = asyncio.Event()
@@ -171,11 +177,15 @@ async def serve(settings: Settings, inventory: Inventory, listeners: list[tuple[
     notifier = Notifier(os.environ)
     notifier.send("STATUS=starting")
 
+    access = BmcAccess(settings.bmc, store)
+    discovery = Discovery(inventory, access, settings.discovery)
     scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
-    schedule_jobs(scheduler, inventory)
+    schedule_jobs(scheduler, settings, inventory, discovery)
     scheduler.start()
 
     app = create_app(inventory, Metrics(inventory))
+    app.state.discovery = discovery
+    app.state.power = PowerService(inventory, access)
     servers = [
         _Server(uvicorn.Config(BearerAuth(app, token) if token else app, lifespan="off", log_config=None,
                                access_log=False, server_header=False,
@@ -236,7 +246,7 @@ def run(settings: Settings) -> int:
     log.info("daemon starting", version=VERSION, database=safe_url(settings.database.url))
     engine = make_engine(settings.database.url)
     try:
-        code = asyncio.run(serve(settings, Inventory(engine), listeners))
+        code = asyncio.run(serve(settings, Inventory(engine), store, listeners))
     finally:
         engine.dispose()
         for sock, _token in listeners:
