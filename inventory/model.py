@@ -283,12 +283,28 @@ class DiscoveryRange(SQLModel, table=True):
 
 # -------------------------------------------------------------------------------------- time series
 class Reading(SQLModel, table=True):
-    __table_args__ = (Index("ix_reading_metric_time", "metric", "time"),)
+    __table_args__ = (Index("ix_reading_metric_time", "metric", "time"),
+                      Index("ix_reading_metric_series_time", "metric", "series", "time"))
     id: int | None = Field(default=None, primary_key=True)
     time: datetime = _time(index=True)
     metric: str = Field(max_length=96)
     labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    series: str  # the labels in canonical form (inventory.telemetry.series): one time series per (metric, series)
     value: float
+
+
+class ReadingRollup(SQLModel, table=True):
+    """Readings of one series over one 5-minute bucket, kept long after the raw readings are pruned."""
+
+    __table_args__ = (UniqueConstraint("metric", "series", "bucket"),)
+    id: int | None = Field(default=None, primary_key=True)
+    metric: str = Field(max_length=96)
+    series: str
+    bucket: datetime = Field(sa_type=DateTime(timezone=True), index=True)  # start of the bucket
+    count: int
+    min_value: float
+    avg_value: float
+    max_value: float
 
 
 class Event(SQLModel, table=True):

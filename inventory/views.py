@@ -136,3 +136,64 @@ class EventView(BaseModel):
     actor: str
     message: str
     details: dict[str, Any] = {}
+
+
+class FeedPowerView(BaseModel):
+    feed: str  # "PANEL/FEED"
+    side: str
+    capacity_watts: float
+    draw_watts: float | None = None  # None: nothing fresh was reported on this feed
+    headroom_watts: float | None = None
+
+
+class RackPowerView(BaseModel):
+    """Measured draw of a rack against its budget and feeds; every measured figure is None when unreported."""
+
+    site: str
+    rack: str
+    source: str  # "outlets" | "psu" | "none": where draw_watts comes from
+    draw_watts: float | None = None
+    reporting: int = 0  # outlets (or PSUs and nodes) whose fresh readings make up draw_watts
+    budget_watts: float | None = None
+    headroom_watts: float | None = None  # budget − draw
+    feeds: list[FeedPowerView] = []
+    redundant: bool | None = None  # the whole draw fits the other side's feeds when either side is lost
+
+
+class PumpView(BaseModel):
+    name: str
+    ok: bool
+
+
+class LoopCoolingView(BaseModel):
+    site: str
+    loop: str
+    cooling_unit: str
+    supply_temperature_c: float | None = None
+    return_temperature_c: float | None = None
+    delta_t_c: float | None = None  # return − supply
+    flow_lpm: float | None = None
+    heat_removed_kw: float | None = None  # computed from flow and delta-T
+    supply_temperature_max_c: float | None = None
+    flow_min_lpm: float | None = None
+    pumps: list[PumpView] = []
+    leak: bool | None = None  # None: no leak detector reported
+    leak_detectors: list[str] = []  # those reporting a leak
+    racks: list[str] = []
+    nodes: list[str] = []
+    warnings: list[str] = []  # inventory.telemetry.CoolingWarning values
+
+
+class SiteTotalsView(BaseModel):
+    site: str
+    racks: int = 0
+    racks_reporting: int = 0
+    draw_watts: float | None = None  # sum over the racks reporting
+    budget_watts: float | None = None  # sum over the racks with a budget
+    racks_over_budget: list[str] = []
+    racks_not_redundant: list[str] = []
+    loops: int = 0
+    loops_reporting: int = 0  # loops whose heat removed could be computed
+    heat_removed_kw: float | None = None
+    loops_in_leak: list[str] = []
+    loops_with_warnings: list[str] = []
