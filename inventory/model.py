@@ -13,7 +13,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -260,7 +260,7 @@ class Drive(SQLModel, table=True):
     name: str
     model: str | None = None
     serial: str | None = None
-    capacity_bytes: int | None = None
+    capacity_bytes: int | None = Field(default=None, sa_type=BigInteger)
     media_type: str | None = None
 
 
