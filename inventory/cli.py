@@ -30,6 +30,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from inventory import db
 from inventory.errors import InventoryError
+from inventory.exporter import export
+from inventory.importer import import_file
 from inventory.service import Inventory
 from inventory.views import FeedView, NodeDetail, PduView, RackDetail, UnitView
 
@@ -71,21 +73,26 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _schema_head(url: str) -> str | None:
-    return ScriptDirectory.from_config(db.alembic_config(url)).get_current_head()
+def _schema_problem(url: str) -> str | None:
+    """How the schema differs from this baie's, or None when it matches. Raises DBAPIError when unreachable."""
+    script = ScriptDirectory.from_config(db.alembic_config(url))
+    head, revision = script.get_current_head(), db.current_revision(url)
+    if revision == head:
+        return None
+    if revision is None:
+        return "is not migrated: run `baie db upgrade`"
+    if revision not in {r.revision for r in script.walk_revisions()}:
+        return f"is at revision {revision}, newer than this baie knows ({head}): upgrade baie"
+    return f"is at revision {revision}, not the latest ({head}): run `baie db upgrade`"
 
 
 def _database_problem(url: str, error: DBAPIError) -> str:
-    """Explain a failed statement: a server we cannot reach, a schema behind the code, or the error itself."""
+    """Explain a failed statement: a server we cannot reach, a schema unlike the code's, or the error itself."""
     try:
-        revision = db.current_revision(url)
+        problem = _schema_problem(url)
     except DBAPIError as unreachable:
         return f"cannot connect to the database {shown(url)}: {_first_line(unreachable.orig)}"
-    if revision is None:
-        return f"database {shown(url)} is not migrated: run `baie db upgrade`"
-    if revision != _schema_head(url):
-        return f"database {shown(url)} is at revision {revision}, not the latest: run `baie db upgrade`"
-    return f"database {shown(url)}: {_first_line(error.orig)}"
+    return f"database {shown(url)} {problem}" if problem else f"database {shown(url)}: {_first_line(error.orig)}"
 
 
 @contextmanager
@@ -366,8 +373,6 @@ def export_command(ctx: typer.Context,
                    fmt: Annotated[ExportFormat, typer.Option("--format", help="The file format.")] = ExportFormat.YAML,
                    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None) -> None:
     """The inventory as YAML or JSON (which `baie import` reads back), or CSV for a spreadsheet."""
-    from inventory.exporter import export
-
     with open_inventory(ctx) as inventory:
         text = export(inventory, fmt.value)
         if output is None:
@@ -382,8 +387,6 @@ def import_command(ctx: typer.Context,
                    actor: Annotated[str | None, typer.Option(help="Who the events name (default: cli:$USER).")]
                    = None) -> None:
     """Declare sites, racks, power, cooling and planned nodes from a file (all or nothing)."""
-    from inventory.importer import import_file
-
     with open_inventory(ctx) as inventory:
         summary = import_file(inventory, file, actor or f"cli:{getpass.getuser()}")
     typer.echo(str(summary))
@@ -404,13 +407,8 @@ def db_current(ctx: typer.Context) -> None:
     """The schema revision of the database."""
     url = ctx.obj.database_url
     with reporting(url):
-        revision, head = db.current_revision(url), _schema_head(url)
-        if revision is None:
-            typer.echo(f"database {shown(url)} is not migrated: run `baie db upgrade`")
-        elif revision != head:
-            typer.echo(f"database {shown(url)} is at revision {revision}, latest is {head}: run `baie db upgrade`")
-        else:
-            typer.echo(f"database {shown(url)} is at revision {revision} (latest)")
+        problem = _schema_problem(url)
+        typer.echo(f"database {shown(url)} {problem or f'is at the latest revision, {db.current_revision(url)}'}")
 
 
 # ------------------------------------------------------------------------------------ daemon

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import shutil
 import socketserver
 import sqlite3
 import subprocess
@@ -16,6 +18,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
@@ -213,13 +216,60 @@ def test_unknown_names_fail_in_one_line(baie, url, args, named):
     assert named in one_line_error(baie(*args, url=url))
 
 
+# ----------------------------------------------------------------------------- import / export
+EXAMPLE = Path(__file__).parent / "data" / "example.yaml"
+
+
+def test_import_then_export_round_trips(baie, database_url, sqlite_template, tmp_path):
+    result = baie("import", str(EXAMPLE), url=database_url)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"{EXAMPLE}: ") and " created, 0 updated, 0 unchanged" in result.stdout
+    assert {e["actor"] for e in json.loads(baie("events", "--json", url=database_url).stdout)} \
+        == {f"cli:{getpass.getuser()}"}
+    assert "0 created, 0 updated" in baie("import", str(EXAMPLE), "--actor", "test", url=database_url).stdout
+    exported = tmp_path / "exported.yaml"
+    assert baie("export", "--format", "yaml", "--output", str(exported), url=database_url).exit_code == 0
+    # into a second, empty database and out again: the same file
+    copy = tmp_path / "copy.db"
+    shutil.copy(sqlite_template, copy)
+    assert baie("import", str(exported), url=f"sqlite:///{copy}").exit_code == 0
+    assert baie("export", url=f"sqlite:///{copy}").stdout == exported.read_text()
+    as_json = json.loads(baie("export", "--format", "json", url=database_url).stdout)
+    assert as_json == yaml.safe_load(exported.read_text())
+    assert baie("export", "--format", "csv", url=database_url).stdout.count("\n") > 10
+
+
+def test_refused_import_lists_every_problem_and_writes_nothing(baie, database_url, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("""\
+sites:
+  - name: tst1
+    country_code: FR
+    jurisdiction: France
+    role: secondary
+    locations: [{name: hall-t}]
+    racks: [{name: T01, location: hall-t}]
+    nodes:
+      - {serial: TST-1, rack: T98, position: 1}
+      - {serial: TST-2, rack: T99, position: 1}
+""")
+    result = baie("import", str(bad), url=database_url)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert [line.split(": ", 1)[1] for line in result.stderr.splitlines()] == [
+        f"{bad}:9: sites[0].nodes[0].rack: no rack 'T98' in site tst1",
+        f"{bad}:10: sites[0].nodes[1].rack: no rack 'T99' in site tst1",
+    ]
+    assert json.loads(baie("sites", "--json", url=database_url).stdout) == []
+    assert "No such file or directory" in one_line_error(baie("import", str(tmp_path / "nope.yaml"), url=database_url))
+
+
 # ---------------------------------------------------------------------------------- database
 def test_db_upgrade_creates_the_schema(baie, empty_database_url):
     assert "not migrated: run `baie db upgrade`" in one_line_error(baie("sites", url=empty_database_url))
     assert "not migrated" in baie("db", "current", url=empty_database_url).stdout
     result = baie("db", "upgrade", url=empty_database_url)
     assert result.exit_code == 0, result.stderr
-    assert "(latest)" in baie("db", "current", url=empty_database_url).stdout
+    assert "is at the latest revision" in baie("db", "current", url=empty_database_url).stdout
     assert json.loads(baie("sites", "--json", url=empty_database_url).stdout) == []
 
 
@@ -229,6 +279,17 @@ def test_db_upgrade_creates_a_missing_sqlite_file(baie, tmp_path):
     assert not (tmp_path / "new").exists()  # reading did not leave an empty file behind
     assert baie("db", "upgrade", url=url).exit_code == 0
     assert baie("sites", url=url).exit_code == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_schema_newer_than_the_code_is_not_sent_to_upgrade(baie, database_url):
+    conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+    with conn:
+        conn.execute("DROP TABLE site")  # what a later baie might have done
+        conn.execute("UPDATE alembic_version SET version_num = 'f00d'")
+    conn.close()
+    assert "is at revision f00d, newer than this baie knows" in one_line_error(baie("sites", url=database_url))
+    assert "upgrade baie" in baie("db", "current", url=database_url).stdout
 
 
 @pytest.mark.parametrize("args", [("sites",), ("db", "upgrade"), ("db", "current")])
