@@ -65,6 +65,27 @@ class DiscoverySettings(_Section):
     enrol_concurrency: int = Field(default=8, ge=1, le=256)
 
 
+class TelemetrySettings(_Section):
+    """The telemetry loop: every device on its own timer, readings written in batches, kept and rolled up."""
+
+    enabled: bool = True
+    bmc_interval_seconds: float = Field(default=60.0, gt=0)  # node BMCs (Redfish and IPMI)
+    pdu_interval_seconds: float = Field(default=30.0, gt=0)
+    cdu_interval_seconds: float = Field(default=10.0, gt=0)
+    jitter: float = Field(default=0.1, ge=0, le=1)  # a poll starts up to jitter x interval after it is due
+    request_timeout_seconds: float = Field(default=10.0, gt=0)  # each request to a device
+    poll_timeout_seconds: float = Field(default=30.0, gt=0)  # one whole poll of a device (a Redfish walk)
+    max_in_flight: int = Field(default=256, ge=1, le=4096)  # polls (and so requests) in flight at once
+    failures_before_unreachable: int = Field(default=3, ge=1)  # consecutive failures before a BMC is marked
+    refresh_seconds: float = Field(default=300.0, gt=0)  # reload the device list from the inventory
+    batch_size: int = Field(default=5000, ge=1)  # readings per database write...
+    flush_seconds: float = Field(default=5.0, gt=0)  # ...or fewer, once the oldest has waited this long
+    rollup_interval_seconds: float = Field(default=300.0, gt=0)
+    prune_interval_seconds: float = Field(default=86400.0, gt=0)
+    raw_days: int = Field(default=7, ge=1)
+    rollup_days: int = Field(default=365, ge=1)
+
+
 class DaemonSettings(_Section):
     # Threads for every blocking call (the ORM, sushy, pyghmi): the bound on how many run at once.
     workers: int = Field(default=16, ge=1, le=256)
@@ -78,6 +99,7 @@ class Settings(_Section):
     credentials: CredentialSettings = CredentialSettings()
     bmc: BmcSettings = BmcSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
 
 def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
