@@ -14,11 +14,13 @@ import typer
 
 from daemon.config import ConfigError, Settings, load_settings
 from inventory import cli as inventory_cli
+from inventory import cli_daemon
 from inventory.cli import CliContext, fail
 
 app = typer.Typer(name="baie", help="Datacenter inventory and bare-metal provisioning.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 app.add_typer(inventory_cli.app)
+app.add_typer(cli_daemon.app)
 
 Config = Annotated[Path | None, typer.Option(
     "--config", envvar="BAIE_CONFIG", dir_okay=False,

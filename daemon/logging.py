@@ -19,6 +19,9 @@ REDACTED = "********"
 # Values under these keys are never logged, whatever they hold ("bmc_password", "api_token", "auth_key"...).
 SECRET_KEY = re.compile(r"passw(or)?d|passphrase|secret|token|key|community|authorization", re.I)
 QUIET_LIBRARIES = ("uvicorn", "apscheduler", "alembic")  # their INFO lines repeat our own events
+# sushy warns at every session it opens on a BMC without SessionService (the driver falls back to basic
+# auth) and logs every failed request, which the driver turns into our typed errors: ours are the record.
+LIBRARY_LEVELS = {"sushy": logging.CRITICAL, "pyghmi": logging.ERROR}
 
 
 def _redact_value(value: Any) -> Any:
@@ -67,3 +70,5 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    for name, library_level in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(max(library_level, root.level))

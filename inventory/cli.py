@@ -19,7 +19,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 from alembic.script import ScriptDirectory
 from pydantic_core import to_jsonable_python
@@ -409,23 +408,3 @@ def db_current(ctx: typer.Context) -> None:
     with reporting(url):
         problem = _schema_problem(url)
         typer.echo(f"database {shown(url)} {problem or f'is at the latest revision, {db.current_revision(url)}'}")
-
-
-# ------------------------------------------------------------------------------------ daemon
-@app.command()
-def status(ctx: typer.Context, as_json: Json = False) -> None:
-    """Whether the daemon runs and is healthy (asks its API socket)."""
-    socket: Path = ctx.obj.api_socket
-    if not socket.exists():
-        fail(f"the daemon is not running (no socket at {socket})")
-    try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=5) as client:
-            reply = client.get("http://baie/healthz")
-    except httpx.TransportError as exc:
-        fail(f"the daemon is not answering on {socket}: {_first_line(exc)}")
-    if reply.status_code != 200:
-        fail(f"the daemon is unhealthy: HTTP {reply.status_code} {' '.join(reply.text.split())[:200]}")
-    health = reply.json()
-    if as_json:
-        return print_json(health)
-    show(f"The daemon is running (socket {socket})", details(health.items()))

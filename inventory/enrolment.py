@@ -161,11 +161,17 @@ def enrol(inventory: Inventory, site: str, observed: Observed, actor: str) -> En
         site_row = inventory.site_by_name(s, site)
         node = _find(s, site_row.id, observed)
         created = node is None
+        first_sighting = created or node.state == NodeState.PLANNED  # a declared node seen for the first time
         if node is None:
             node = Node(site_id=site_row.id, state=NodeState.DISCOVERED)
             s.add(node)
         elif node.state == NodeState.PLANNED:
             node.state = NodeState.DISCOVERED
+        if (node.bmc_tls_fingerprint and observed.tls_fingerprint
+                and node.bmc_tls_fingerprint != observed.tls_fingerprint):
+            raise Conflict(f"the BMC at {observed.bmc_address} reports {_label(node)}, whose BMC is pinned to "
+                           f"another certificate (sha256 {node.bmc_tls_fingerprint}); if its BMC was "
+                           f"replaced, run `baie bmc trust {_label(node)}`")
         s.flush()
         if node.site_id is None:
             node.site_id = site_row.id
@@ -173,7 +179,7 @@ def enrol(inventory: Inventory, site: str, observed: Observed, actor: str) -> En
         old_address = node.bmc_address
         _free_bmc_address(s, node, site_row.id, observed.bmc_address, actor)
         drift: list[str] = []
-        if not created:
+        if not first_sighting:
             for name in FIRMWARE_FIELDS + IDENTITY_FIELDS:
                 old, new = getattr(node, name), getattr(observed, name)
                 if old is not None and new is not None and old != new:
@@ -194,10 +200,11 @@ def enrol(inventory: Inventory, site: str, observed: Observed, actor: str) -> En
                             (Drive, observed.drives), (NetworkInterface, _one_per_mac(observed.nics))):
             components += _sync_components(s, node, model, rows)
         subject = f"node/{_label(node)}"
-        if created:
+        if first_sighting:
+            declared = "" if created else " (matched its declared placement)"
             Inventory.add_event(s, "node.enrolled", subject,
-                                f"enrolled from {observed.bmc_protocol} BMC {observed.bmc_address}", actor,
-                                {"serial": node.serial, "uuid": node.uuid})
+                                f"enrolled from {observed.bmc_protocol} BMC {observed.bmc_address}{declared}",
+                                actor, {"serial": node.serial, "uuid": node.uuid})
         else:
             drift += components
             if moved:

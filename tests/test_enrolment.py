@@ -59,9 +59,11 @@ def test_declared_node_is_matched_by_serial(inventory, site):
     with inventory.session() as s:
         s.add(Node(serial="SN-1", name="par1-r01-u10", state=NodeState.PLANNED))
     result = enrol(inventory, site, observed(), "test")
-    assert not result.created
+    assert not result.created and result.drift == []  # first sighting: its components are not drift
     node = inventory.node("par1-r01-u10")
     assert node.state == NodeState.DISCOVERED and node.bmc_address == "127.0.0.5"
+    assert [e.kind for e in inventory.events()] == ["node.enrolled"]
+    assert "declared placement" in inventory.events()[0].message
 
 
 def test_refused_bmc_is_kept_then_merged_when_credentials_work(inventory, site):
@@ -108,3 +110,15 @@ def test_logical_interfaces_sharing_a_mac_are_one_nic(inventory, site):
     obs.nics.append(NetworkInterface(node_id=0, name="eth0.100", mac="52:54:00:aa:00:01"))
     enrol(inventory, site, obs, "test")
     assert [n["name"] for n in inventory.node("SN-1").components.nics] == ["eth0"]
+
+
+def test_same_identity_behind_another_certificate_is_refused(inventory, site):
+    first = observed(address="127.0.0.5")
+    first.tls_fingerprint = "aa" * 32
+    enrol(inventory, site, first, "test")
+    impostor = observed(address="127.0.0.9")
+    impostor.tls_fingerprint = "cc" * 32
+    with pytest.raises(Conflict, match="pinned to another certificate"):
+        enrol(inventory, site, impostor, "test")
+    node = inventory.node("SN-1")
+    assert node.bmc_address == "127.0.0.5" and node.bmc_tls_fingerprint == "aa" * 32

@@ -1,0 +1,137 @@
+"""`make demo`: start the simulated lab and the daemon on SQLite, discover the lab, show what was found.
+
+Everything listens on loopback (127.0.10.0/29 for the lab's BMCs). State goes to demo-state/ in the
+repository (git ignores it), made afresh on every run. With a terminal, the lab and the daemon keep
+running until Enter is pressed, so that the CLI can be tried against them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from contextlib import ExitStack
+from pathlib import Path
+
+from tests.lab.common import MOCKUPS, REPO, VENV_BIN, Process, free_port, wait_until
+from tests.lab.ipmi import BmcSpec, IpmiSim
+from tests.lab.redfish import SushyStatic
+
+STATE = REPO / "demo-state"
+LAB_NET = "127.0.10"
+# public-liquid-cooled-server reports the same serial and UUID as public-rackmount1: one of them is enough.
+REDFISH_TREES = ["public-rackmount1", "DL325", "Intel"]
+DECLARED_SERIAL = "437XR1138R2"  # public-rackmount1's server, declared in rack LAB-R1 before it is discovered
+
+
+def lab_yaml() -> str:
+    return textwrap.dedent(f"""\
+        # The simulated lab: BMCs on {LAB_NET}.8/29, one water-cooled rack with A/B feeds.
+        sites:
+          - name: lab
+            country_code: FR
+            jurisdiction: France
+            role: primary
+            description: simulated lab on loopback
+            locations: [{{name: lab-room}}]
+            discovery:
+              - {{cidr: {LAB_NET}.8/29, protocols: [redfish, ipmi]}}
+            cooling_units:
+              - name: lab-cdu
+                location: lab-room
+                address: {LAB_NET}.20
+                protocol: redfish
+                loops:
+                  - {{name: lab-loop, supply_temperature_max_c: 32, flow_min_lpm: 40}}
+            power_panels:
+              - name: lab-pp
+                location: lab-room
+                feeds:
+                  - {{name: A1, side: A, rack: LAB-R1, voltage: 230, amperage: 16, phase: single, max_utilization: 80}}
+                  - {{name: B1, side: B, rack: LAB-R1, voltage: 230, amperage: 16, phase: single, max_utilization: 80}}
+            racks:
+              - {{name: LAB-R1, location: lab-room, u_height: 42, power_budget_watts: 2900, cooling_loop: lab-loop}}
+            nodes:
+              - {{serial: {DECLARED_SERIAL}, name: lab-r1-u20, rack: LAB-R1, position: 20, u_height: 1}}
+        """)
+
+
+def write_config(redfish_port: int, ipmi_port: int) -> Path:
+    credentials = STATE / "credentials"
+    credentials.mkdir(mode=0o700)
+    secret = credentials / "bmc-default"
+    secret.write_text("admin:password\n")
+    secret.chmod(0o600)
+    config = STATE / "baie.toml"
+    config.write_text(textwrap.dedent(f"""\
+        [database]
+        url = "sqlite:///{STATE / 'baie.db'}"
+        [api]
+        socket = "{STATE / 'run' / 'api.sock'}"
+        [credentials]
+        directory = "{credentials}"
+        [bmc]
+        redfish_port = {redfish_port}
+        ipmi_port = {ipmi_port}
+        timeout_seconds = 10
+        trust_on_first_use = true
+        [discovery]
+        probe_timeout_seconds = 1.0
+        """))
+    return config
+
+
+def baie(*args: str, config: Path, check: bool = True) -> None:
+    print(f"\n$ baie {' '.join(args)}", flush=True)
+    result = subprocess.run([str(VENV_BIN / "baie"), "--config", str(config), *args], cwd=REPO)
+    if check and result.returncode != 0:
+        raise SystemExit(f"demo: `baie {' '.join(args)}` failed with exit code {result.returncode}")
+
+
+def main() -> int:
+    if not MOCKUPS.is_dir():
+        print(f"demo: the Redfish mockups are expected at {MOCKUPS}", file=sys.stderr)
+        return 1
+    shutil.rmtree(STATE, ignore_errors=True)
+    STATE.mkdir()
+    redfish_port = free_port(f"{LAB_NET}.9")
+    ipmi_port = free_port(f"{LAB_NET}.12", socket.SOCK_DGRAM)
+    config = write_config(redfish_port, ipmi_port)
+    (STATE / "lab.yaml").write_text(lab_yaml())
+    with ExitStack() as lab:
+        print("Starting the lab: Redfish BMCs (sushy-static, HTTPS) and an IPMI BMC (ipmi_sim) ...", flush=True)
+        for i, tree in enumerate(REDFISH_TREES):
+            lab.enter_context(SushyStatic(tree, f"{LAB_NET}.{9 + i}", redfish_port, tls=True))
+        lab.enter_context(IpmiSim(BmcSpec(product_serial="LAB-IPMI-0001", board_serial="LAB-BOARD-0001",
+                                          address=f"{LAB_NET}.12", port=ipmi_port)))
+        baie("db", "upgrade", config=config)
+        baie("import", str(REPO / "tests" / "data" / "example.yaml"), config=config)
+        baie("import", str(STATE / "lab.yaml"), config=config)
+        daemon = Process([str(VENV_BIN / "baie"), "daemon", "--config", str(config)], log=STATE / "daemon.log",
+                         cwd=REPO)
+        lab.callback(daemon.stop)
+        socket_path = STATE / "run" / "api.sock"
+        wait_until(lambda: daemon.alive() and socket_path.is_socket(), deadline=30, what="the daemon")
+        baie("status", config=config)
+        baie("discover", "lab", config=config)
+        baie("sites", config=config)
+        baie("nodes", "--site", "lab", config=config)
+        baie("rack", "show", "lab/LAB-R1", config=config)
+        baie("node", "show", DECLARED_SERIAL, config=config)
+        baie("power", DECLARED_SERIAL, "status", config=config)
+        baie("events", "--since", "1h", "--subject", "node/lab-r1-u20", config=config)
+        print(f"\nThe daemon's log is {STATE / 'daemon.log'}.")
+        if sys.stdin.isatty():
+            print(f"The lab and the daemon are running. In another shell:\n"
+                  f"  export BAIE_CONFIG={config}\n  {VENV_BIN / 'baie'} nodes\n"
+                  "Press Enter to stop them.")
+            input()
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(REPO)
+    sys.exit(main())
