@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from tests.lab.redfish import SushyStatic
 
 pytestmark = pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
 NET = "127.79.0"
+PASSWORD = "pw-" + secrets.token_hex(12)  # sushy-static takes any credentials; this one must never show
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def lab(tmp_path_factory, sqlite_template):
     engine.dispose()
     creds = tmp / "credentials"
     creds.mkdir(mode=0o700)
-    (creds / "bmc-default").write_text("admin:password\n")
+    (creds / "bmc-default").write_text(f"admin:{PASSWORD}\n")
     (creds / "bmc-default").chmod(0o600)
     port = free_port(f"{NET}.1")
     config = tmp / "baie.toml"
@@ -58,9 +60,10 @@ def lab(tmp_path_factory, sqlite_template):
         try:
             wait_until(lambda: daemon.alive() and (tmp / "api.sock").is_socket(), deadline=30,
                        what="the daemon's socket")
-            yield {"config": config, "rackmount": rackmount, "dl325": dl325, "port": port}
+            yield {"config": config, "rackmount": rackmount, "dl325": dl325, "port": port, "daemon": daemon}
         finally:
             daemon.stop()
+    assert PASSWORD not in daemon.output(), "a BMC password reached the daemon's log"
 
 
 def baie(lab, *args: str):
@@ -98,6 +101,8 @@ def test_discover_power_boot_and_trust(lab):
     assert trusted.exit_code == 0, trusted.output
     assert f"pinned sha256 {dl325.fingerprint} (was {old})" in trusted.stdout
     assert baie(lab, "power", "MXQ019020B", "status").stdout.strip() == "MXQ019020B: on"
+    log = lab["daemon"].output()
+    assert "discovery.enrolled" in log and PASSWORD not in log
 
 
 def test_errors_are_one_line(lab):
