@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from daemon import actions
+from daemon import provisioning
 from daemon.executor import blocking
 from drivers.base import DriverError, Secret
 from inventory.errors import Ambiguous, Conflict, Invalid, InventoryError, NotFound
@@ -172,6 +173,7 @@ def create_app(inventory: Inventory, metrics: Metrics) -> FastAPI:
     app.state.inventory = inventory
     app.include_router(api)
     app.include_router(actions.router)
+    app.include_router(provisioning.router)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -15,12 +15,14 @@ import typer
 from daemon.config import ConfigError, Settings, load_settings
 from inventory import cli as inventory_cli
 from inventory import cli_daemon
+from inventory import cli_provision
 from inventory.cli import CliContext, fail
 
 app = typer.Typer(name="baie", help="Datacenter inventory and bare-metal provisioning.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 app.add_typer(inventory_cli.app)
 app.add_typer(cli_daemon.app)
+app.add_typer(cli_provision.app)
 
 Config = Annotated[Path | None, typer.Option(
     "--config", envvar="BAIE_CONFIG", dir_okay=False,

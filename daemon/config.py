@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inventory.db import DEFAULT_URL
 
@@ -91,6 +92,64 @@ class DaemonSettings(_Section):
     workers: int = Field(default=16, ge=1, le=256)
 
 
+class ImageSettings(_Section):
+    """An installer in the catalogue: kernel and initrd are local files (served by the boot service) or URLs."""
+
+    family: Literal["debian", "ubuntu", "rocky", "alma"]
+    kernel: str
+    initrd: str
+    repository: str  # the package mirror (Debian/Ubuntu archive, or the Rocky/Alma BaseOS tree)
+    kernel_args: str = ""  # extra kernel arguments, e.g. Ubuntu's url=…live-server.iso
+
+
+class ProfileSettings(_Section):
+    image: str  # a key of provisioning.images
+    pool: str = "default"
+    # Run on the host over SSH to join it to the pool (the node is registered in our database regardless).
+    join_command: str | None = None
+    disks: int = Field(default=1, ge=0)  # disks the verification expects at least
+    timezone: str = "UTC"
+
+
+class ProvisioningTimeouts(_Section):
+    """Seconds a node may wait in each state before it goes to that state's *_failed."""
+
+    inspecting: float = Field(default=3600.0, gt=0)
+    booting: float = Field(default=600.0, gt=0)
+    installing: float = Field(default=3600.0, gt=0)
+    verifying: float = Field(default=300.0, gt=0)
+    deployed: float = Field(default=600.0, gt=0)
+    draining: float = Field(default=1800.0, gt=0)
+    cleaning: float = Field(default=7200.0, gt=0)
+
+
+class ProvisioningSettings(_Section):
+    # The boot service (iPXE scripts, installer configuration, callbacks, images) on the provisioning
+    # network, "HOST:PORT", without the API's bearer token; base_url is how hosts reach it.
+    listen: str | None = None
+    base_url: str | None = None  # default: http://LISTEN
+    hosts_directory: Path = Path("/var/lib/baie/dnsmasq-hosts")  # dnsmasq dhcp-hostsdir
+    images: dict[str, ImageSettings] = {}
+    profiles: dict[str, ProfileSettings] = {}
+    token_ttl_seconds: float = Field(default=7200.0, gt=0)
+    timeouts: ProvisioningTimeouts = ProvisioningTimeouts()
+    parallel: int = Field(default=8, ge=1, le=256)  # provisionings this daemon runs at once
+    ssh_user: str = "root"
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+    ssh_key_credential: str = "ssh-provisioning"  # the private key; its public half goes into the installs
+    ssh_timeout_seconds: float = Field(default=30.0, gt=0)  # connecting, and each command
+    drain_command: str | None = None  # default: no libvirt domain may be running
+    erase_command: str = "blkdiscard --force /dev/{disk}"  # for each disk of the host
+    erase_verify_command: str = "cmp --bytes=16777216 /dev/{disk} /dev/zero"  # exit 0: reads back zeroes
+
+    @model_validator(mode="after")
+    def _profiles_name_images(self) -> ProvisioningSettings:
+        for name, profile in self.profiles.items():
+            if profile.image not in self.images:
+                raise ValueError(f"profiles.{name}.image: no image {profile.image!r} in provisioning.images")
+        return self
+
+
 class Settings(_Section):
     daemon: DaemonSettings = DaemonSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -99,6 +158,7 @@ class Settings(_Section):
     credentials: CredentialSettings = CredentialSettings()
     bmc: BmcSettings = BmcSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 
 

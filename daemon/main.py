@@ -26,14 +26,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.app import VERSION, BearerAuth, Metrics, create_app, database_up
 from daemon.bmc import BmcAccess, PowerService
+from daemon.boot import create_boot_app
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.credentials import CredentialError, CredentialStore
 from daemon.discovery import Discovery
 from daemon.executor import install_executor
 from daemon.logging import configure_logging
 from daemon.notify import Notifier
+from daemon.provisioning import HEARTBEAT_SECONDS, Provisioner
 from drivers.base import Secret
 from inventory.db import alembic_config, current_revision, make_engine
+from inventory.lifecycle import daemon_name
 from inventory.service import Inventory
 
 # Every job is coalesced (missed runs collapse into one) and never started while its last run is going.
@@ -87,11 +90,11 @@ def api_token(settings: Settings, store: CredentialStore) -> Secret | None:
         raise ConfigError(f"api.listen needs the bearer token credential {name!r}: {exc}") from None
 
 
-def listen_address(listen: str) -> tuple[str, int]:
+def listen_address(listen: str, key: str = "api.listen") -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"api.listen: {listen!r} is not HOST:PORT")
+        raise ConfigError(f"{key}: {listen!r} is not HOST:PORT")
     return host, int(port)
 
 
@@ -116,12 +119,12 @@ def bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def bind_tcp(listen: str) -> socket.socket:
-    host, port = listen_address(listen)
+def bind_tcp(listen: str, key: str = "api.listen") -> socket.socket:
+    host, port = listen_address(listen, key)
     try:
         return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
-        raise StartupError(f"api.listen {listen}: cannot listen: {exc.strerror}") from None
+        raise StartupError(f"{key} {listen}: cannot listen: {exc.strerror}") from None
 
 
 # ------------------------------------------------------------------------------------------------- jobs
@@ -168,7 +171,7 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings, inventory: Inventory, store: CredentialStore,
-                listeners: list[tuple[socket.socket, Secret | None]]) -> int:
+                listeners: list[tuple[socket.socket, Secret | None]], boot: socket.socket | None = None) -> int:
     loop = asyncio.get_running_loop()
     install_executor(loop, settings.daemon.workers)
     stop = asyncio.Event()
@@ -192,6 +195,17 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
                                timeout_graceful_shutdown=STOP_GRACE_SECONDS))
         for _sock, token in listeners
     ]
+    # Provisioning: fail what this daemon (or a dead one) left mid-way before taking new work.
+    provisioner = Provisioner(inventory, app.state.power, settings.provisioning, store,
+                              await asyncio.to_thread(daemon_name, inventory, socket.gethostname()))
+    await provisioner.start()
+    scheduler.add_job(provisioner.sweep, "interval", seconds=HEARTBEAT_SECONDS, id="provisioning-sweep")
+    app.state.provisioner = provisioner
+    if boot is not None:  # the boot service on the provisioning network: its own app, no bearer token
+        servers.append(_Server(uvicorn.Config(create_boot_app(inventory, settings.provisioning, store),
+                                              lifespan="off", log_config=None, access_log=False,
+                                              server_header=False, timeout_graceful_shutdown=STOP_GRACE_SECONDS)))
+        listeners = [*listeners, (boot, None)]
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, (sock, _) in zip(servers, listeners)]
     stopping = asyncio.create_task(stop.wait())
     watchdog = None
@@ -215,6 +229,7 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
         for server in servers:
             server.should_exit = True
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        await provisioner.stop()
         await loop.shutdown_default_executor()
         notifier.close()
     for result in results:
@@ -230,6 +245,7 @@ def run(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT; the exit code for the process."""
     configure_logging(settings.log.level)
     listeners: list[tuple[socket.socket, Secret | None]] = []
+    boot = None
     try:
         store = credential_store(settings)
         token = api_token(settings, store)
@@ -237,6 +253,8 @@ def run(settings: Settings) -> int:
         listeners.append((bind_unix(settings.api.socket), None))
         if settings.api.listen:
             listeners.append((bind_tcp(settings.api.listen), token))
+        if settings.provisioning.listen:
+            boot = bind_tcp(settings.provisioning.listen, "provisioning.listen")
     except (ConfigError, StartupError) as exc:
         for sock, _token in listeners:
             sock.close()
@@ -246,11 +264,13 @@ def run(settings: Settings) -> int:
     log.info("daemon starting", version=VERSION, database=safe_url(settings.database.url))
     engine = make_engine(settings.database.url)
     try:
-        code = asyncio.run(serve(settings, Inventory(engine), store, listeners))
+        code = asyncio.run(serve(settings, Inventory(engine), store, listeners, boot))
     finally:
         engine.dispose()
         for sock, _token in listeners:
             sock.close()
+        if boot is not None:
+            boot.close()
         settings.api.socket.unlink(missing_ok=True)
     log.info("daemon stopped", exit_code=code)
     return code

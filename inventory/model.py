@@ -85,6 +85,22 @@ class NodeState(enum.StrEnum):
     AVAILABLE = "available"
     MAINTENANCE = "maintenance"
     RETIRED = "retired"
+    # Provisioning lifecycle (inventory.lifecycle holds the transitions): each waiting state has its *_failed.
+    INSPECTING = "inspecting"
+    INSPECTING_FAILED = "inspecting_failed"
+    BOOTING = "booting"
+    BOOTING_FAILED = "booting_failed"
+    INSTALLING = "installing"
+    INSTALLING_FAILED = "installing_failed"
+    VERIFYING = "verifying"
+    VERIFYING_FAILED = "verifying_failed"
+    DEPLOYED = "deployed"  # installed and verified; the pool join runs here
+    JOIN_FAILED = "join_failed"
+    IN_POOL = "in_pool"
+    DRAINING = "draining"
+    DRAINING_FAILED = "draining_failed"
+    CLEANING = "cleaning"  # secure erase
+    CLEANING_FAILED = "cleaning_failed"
 
 
 # ------------------------------------------------------------------------------------------- places
@@ -221,6 +237,11 @@ class Node(SQLModel, table=True):
     expected_power_watts: float | None = None
     created_at: datetime = _time()
     updated_at: datetime = _time()
+    # --- provisioning (inventory.lifecycle) ---
+    state_since: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # for timeouts
+    lock_owner: str | None = Field(default=None, max_length=128, index=True)  # the daemon working on it
+    locked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    pool: str | None = Field(default=None, max_length=64)  # the hypervisor pool it has joined
 
 
 class RackSlot(SQLModel, table=True):
@@ -317,3 +338,41 @@ class Event(SQLModel, table=True):
     actor: str = Field(max_length=64)  # "import:alice", "daemon", "cli:bob"
     message: str
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+# ------------------------------------------------------------------------------------- provisioning
+class NodeTransition(SQLModel, table=True):
+    """One lifecycle transition of a node: from, to, why, who and when (``baie node history``)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: int = Field(foreign_key="node.id", index=True)
+    time: datetime = _time()
+    source: str = Field(max_length=32)
+    target: str = Field(max_length=32)
+    reason: str
+    actor: str = Field(max_length=128)
+
+
+class Provisioning(SQLModel, table=True):
+    """One provisioning attempt: its one-time token (only a SHA-256 of it) and what the installed host reported."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: int = Field(foreign_key="node.id", index=True)
+    profile: str = Field(max_length=64)
+    mac: str | None = Field(default=None, max_length=17)  # the NIC that PXE-booted; the token is bound to it
+    started_at: datetime = _time()
+    token_sha256: str | None = Field(default=None, max_length=64, unique=True)
+    token_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    script_served_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    callback_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # the token is spent
+    host_address: str | None = Field(default=None, max_length=64)
+    ssh_host_key: str | None = None  # "ssh-ed25519 AAAA…" as reported by the installed host
+
+
+class DaemonInstance(SQLModel, table=True):
+    """A daemon (hostname + persistent id) and when it was last alive: locks of dead daemons are stale."""
+
+    name: str = Field(primary_key=True, max_length=128)
+    hostname: str = Field(max_length=64)
+    started_at: datetime = _time()
+    seen_at: datetime = _time()
