@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
+import functools
 import json
 import ssl
 import time
@@ -78,11 +79,12 @@ class BmcTarget:
         if self.fingerprint is not None and len(self._pin()) != 32:
             raise ValueError("fingerprint must be a SHA-256 digest (64 hex digits)")
 
-    @property
+    # Cached: both are read on every request, and building a URL costs more than the request's parsing.
+    @functools.cached_property
     def name(self) -> str:
         return f"{self.address}:{self.url.port}"
 
-    @property
+    @functools.cached_property
     def url(self) -> URL:
         return URL.build(scheme=self.scheme, host=self.address, port=self.port)
 
@@ -553,6 +555,10 @@ class RedfishPoller:
         self._session: aiohttp.ClientSession | None = None
         self._bmcs: dict[tuple[str, str, int | None], _Bmc] = {}
         self._ca_contexts: dict[Path, ssl.SSLContext] = {}
+        # aiohttp keys its connection pool on the ``ssl`` argument, and a Fingerprint compares by identity:
+        # a new one per request would mean a new connection (and TLS handshake) per request, while the
+        # idle ones pile up until their keep-alive ends. One object per pin keeps the connection reused.
+        self._fingerprints: dict[bytes, aiohttp.Fingerprint] = {}
 
     async def __aenter__(self) -> RedfishPoller:
         return self
@@ -602,7 +608,10 @@ class RedfishPoller:
 
     def _ssl(self, target: BmcTarget) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
         if target.fingerprint is not None:
-            return aiohttp.Fingerprint(target._pin())
+            pin = target._pin()
+            if pin not in self._fingerprints:
+                self._fingerprints[pin] = aiohttp.Fingerprint(pin)
+            return self._fingerprints[pin]
         if target.ca_bundle is not None:
             # Building a context loads the bundle: do it once per file, not per request.
             if target.ca_bundle not in self._ca_contexts:
