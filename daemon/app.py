@@ -26,6 +26,8 @@ from starlette.exceptions import HTTPException
 from daemon import actions
 from daemon import provisioning
 from daemon.executor import blocking
+from daemon.telemetry_api import RollupCollector
+from daemon.telemetry_api import router as telemetry_router
 from drivers.base import DriverError, Secret
 from inventory.errors import Ambiguous, Conflict, Invalid, InventoryError, NotFound
 from inventory.service import Inventory
@@ -85,6 +87,7 @@ class Metrics:
         self.requests = Counter("baie_http_requests", "HTTP requests answered",
                                 ["method", "route", "status"], registry=self.registry)
         self.registry.register(_NodeCollector(inventory))
+        self.registry.register(RollupCollector(inventory))
 
 
 # ------------------------------------------------------------------------------------ auth (TCP only)
@@ -173,6 +176,7 @@ def create_app(inventory: Inventory, metrics: Metrics) -> FastAPI:
     app.state.inventory = inventory
     app.include_router(api)
     app.include_router(actions.router)
+    app.include_router(telemetry_router)
     app.include_router(provisioning.router)
 
     @app.get("/healthz")

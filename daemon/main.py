@@ -33,6 +33,7 @@ from daemon.discovery import Discovery
 from daemon.executor import install_executor
 from daemon.logging import configure_logging
 from daemon.notify import Notifier
+from daemon.telemetry import TelemetryLoop
 from daemon.provisioning import HEARTBEAT_SECONDS, Provisioner
 from drivers.base import Secret
 from inventory.db import alembic_config, current_revision, make_engine
@@ -184,9 +185,14 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
     discovery = Discovery(inventory, access, settings.discovery)
     scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
     schedule_jobs(scheduler, settings, inventory, discovery)
+    metrics = Metrics(inventory)
+    telemetry = TelemetryLoop(settings.telemetry, inventory, access, store, metrics.registry)
+    if settings.telemetry.enabled:
+        telemetry.schedule(scheduler)
+        telemetry.start()
     scheduler.start()
 
-    app = create_app(inventory, Metrics(inventory))
+    app = create_app(inventory, metrics)
     app.state.discovery = discovery
     app.state.power = PowerService(inventory, access)
     servers = [
@@ -229,6 +235,7 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
         for server in servers:
             server.should_exit = True
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        await telemetry.stop()  # writes the readings already taken
         await provisioner.stop()
         await loop.shutdown_default_executor()
         notifier.close()

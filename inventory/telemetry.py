@@ -7,7 +7,8 @@ roll-ups (count/min/avg/max per series) ``ROLLUP_DAYS``. The daemon calls ``roll
 
 The roll-ups match readings to the inventory by the names in their labels: ``pdu`` + ``outlet`` (the index),
 ``node`` (name or serial), ``loop``, ``cdu``. PDU, CDU and loop names are unique per site only, so a reading
-with a ``site`` label matches in that site alone, and one without matches by name in any site.
+with a ``site`` label matches in that site alone, and one without matches by name in any site. A reading
+labelled ``circuit=facility`` (a CDU's primary side: the facility water feeding it) belongs to no loop.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ COOLANT_FLOW = "baie_coolant_flow_litres_per_minute"
 PUMP_OK = "baie_pump_ok"  # 1 healthy, 0 failed
 LEAK_DETECTED = "baie_leak_detected"  # 1 leak, 0 dry
 COOLING_METRICS = (SUPPLY_TEMPERATURE, RETURN_TEMPERATURE, COOLANT_FLOW, PUMP_OK, LEAK_DETECTED)
+FACILITY = "facility"  # the ``circuit`` label of a CDU's primary (facility) side
 
 BUCKET = timedelta(minutes=5)
 RAW_DAYS = 7
@@ -188,6 +190,23 @@ def latest(inventory: Inventory, metrics: Iterable[str], since: datetime, until:
             if all(labels.get(k) in values for k, values in wanted.items())}
 
 
+def readings(inventory: Inventory, since: datetime, until: datetime | None = None, *, limit: int = 10_000,
+             **label_filters: str) -> list[ReadingIn]:
+    """Raw readings in [since, until] whose labels have these values (``node="web-1"``), oldest first;
+    the newest ``limit`` of them when there are more."""
+    where = [col(Reading.time) >= _utc(since)]
+    if until is not None:
+        where.append(col(Reading.time) <= _utc(until))
+    where += [col(Reading.series).contains(series({key: value}), autoescape=True)
+              for key, value in label_filters.items()]
+    query = select(Reading.metric, Reading.labels, Reading.value, Reading.time).where(*where) \
+        .order_by(col(Reading.time).desc(), col(Reading.id).desc()).limit(limit)
+    with inventory.session() as s:
+        rows = s.exec(query).all()
+    return [ReadingIn(metric, labels, value, as_utc(time)) for metric, labels, value, time in reversed(rows)
+            if all(labels.get(key) == value for key, value in label_filters.items())]
+
+
 # -------------------------------------------------------------------------------------------- power
 def rack_power(inventory: Inventory, rack_ref: str | None = None, site: str | None = None, *,
                now: datetime | None = None, max_age: timedelta = MAX_AGE) -> list[RackPowerView]:
@@ -310,6 +329,8 @@ def loop_cooling(inventory: Inventory, loop_ref: str | None = None, site: str | 
     matched: dict[int, dict[str, list[tuple[str, Latest]]]] = defaultdict(lambda: defaultdict(list))
     for (metric, key), reading in sorted(latest(inventory, COOLING_METRICS, now - max_age, now).items()):
         labels = reading.labels
+        if labels.get("circuit") == FACILITY:
+            continue
         if "loop" in labels:
             candidates = [by_name.get(k) for k in _named(labels, "loop", sites)]
         else:
