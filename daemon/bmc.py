@@ -18,6 +18,7 @@ from daemon.credentials import CredentialStore
 from daemon.executor import blocking
 from drivers.base import (
     ActionNotConfirmed,
+    AuthFailed,
     BmcUnreachable,
     BootDevice,
     BootMode,
@@ -47,6 +48,7 @@ POWER_TARGET: dict[PowerAction, PowerState] = {
 # Driver errors that say something about the BMC's own state, recorded on the node.
 ERROR_STATES: tuple[tuple[type[DriverError], BmcState], ...] = (
     (TlsMismatch, BmcState.TLS_MISMATCH),
+    (AuthFailed, BmcState.AUTH_FAILED),
     (BmcUnreachable, BmcState.UNREACHABLE),
     (Timeout, BmcState.UNREACHABLE),
 )

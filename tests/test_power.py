@@ -110,6 +110,8 @@ async def test_wrong_password_is_a_clear_error_without_the_secret(api, bmc, inve
     assert wrong not in reply.text and PASSWORD not in reply.text
     failed = next(e for e in inventory.events() if e.kind == "power.failed")
     assert failed.actor == "cli:alice" and wrong not in failed.message
+    assert inventory.node(bmc.SYSTEM_UUID).bmc_state == "auth_failed"  # recorded, with an event, once
+    assert [e.kind for e in inventory.events()].count("bmc.auth_failed") == 1
 
 
 @pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
