@@ -14,7 +14,7 @@ import typer
 
 from daemon.config import ConfigError, Settings, load_settings
 from inventory import cli as inventory_cli
-from inventory import cli_daemon
+from inventory import cli_alerts, cli_daemon
 from inventory import cli_provision
 from inventory.cli import CliContext, fail
 
@@ -23,6 +23,7 @@ app = typer.Typer(name="baie", help="Datacenter inventory and bare-metal provisi
 app.add_typer(inventory_cli.app)
 app.add_typer(cli_daemon.app)
 app.add_typer(cli_provision.app)
+app.add_typer(cli_alerts.app)
 
 Config = Annotated[Path | None, typer.Option(
     "--config", envvar="BAIE_CONFIG", dir_okay=False,

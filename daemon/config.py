@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from inventory.alerts import BUILTIN_RULES, LeakPolicy, Policy, Severity, parse_duration, render_summary
 from inventory.db import DEFAULT_URL
 
 DEFAULT_CONFIG = Path("/etc/baie/baie.toml")
@@ -150,6 +152,80 @@ class ProvisioningSettings(_Section):
         return self
 
 
+# "90s", "5m", "2h", "7d", or a number of seconds
+Duration = Annotated[timedelta, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+
+
+class BuiltinRuleSettings(_Section):
+    """``[alerts.builtin.NAME]``: a built-in rule's severity and threshold (see inventory.alerts.BUILTIN_RULES)."""
+
+    enabled: bool = True
+    severity: Severity | None = None
+    threshold: float | None = None
+
+
+class UserRule(_Section):
+    """``[[alerts.rules]]``: fires while the latest value of a metric's series compares true with threshold."""
+
+    name: Name
+    metric: str
+    match: dict[str, str] = {}  # label matchers: only series with these label values
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
+    threshold: float
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    severity: Severity = Severity.WARNING
+    labels: dict[str, str] = {}  # added to the alert's labels
+    summary: str = "{rule}: {value:g}"  # str.format with the labels and {value}
+
+    @model_validator(mode="after")
+    def _summary_renders(self) -> UserRule:
+        try:
+            render_summary(self.summary, {}, 0.0)
+        except (ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"summary {self.summary!r}: {exc}") from None
+        return self
+
+
+class AlertSettings(_Section):
+    interval: Duration = timedelta(seconds=30)  # rule evaluation; a "poll" of bmc_unreachable
+    group_by: tuple[str, ...] = ("rule", "site")
+    group_wait: Duration = timedelta(seconds=30)
+    group_interval: Duration = timedelta(minutes=5)
+    repeat_interval: Duration = timedelta(hours=4)
+    flap_window: Duration = timedelta(hours=1)
+    flap_threshold: int = Field(default=4, ge=2)
+    builtin: dict[str, BuiltinRuleSettings] = {}
+    rules: list[UserRule] = []
+    leak_policy: dict[str, LeakPolicy] = {}  # "SITE/LOOP" or "LOOP" -> none | cordon | power-off
+
+    @model_validator(mode="after")
+    def _known_names(self) -> AlertSettings:
+        if unknown := set(self.builtin) - set(BUILTIN_RULES):
+            raise ValueError(f"no built-in rule {', '.join(sorted(unknown))} (there are {', '.join(BUILTIN_RULES)})")
+        names = [rule.name for rule in self.rules]
+        if clash := {n for n in names if n in BUILTIN_RULES or names.count(n) > 1}:
+            raise ValueError(f"rule name {', '.join(sorted(clash))} is taken")
+        return self
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.group_by, self.group_wait, self.group_interval, self.repeat_interval, self.flap_window,
+                      self.flap_threshold)
+
+
+class WebhookSettings(_Section):
+    """``[[webhooks]]``: a target notifications are delivered to, signed the Standard Webhooks way."""
+
+    name: Name
+    url: str = Field(pattern=r"^https?://")
+    secret_credential: str  # a credential file: "whsec_" + base64 key, or any other text used as raw bytes
+    format: Literal["baie", "alertmanager"] = "baie"
+    max_attempts: int = Field(default=12, ge=1)  # then dead-lettered
+    backoff: Duration = timedelta(seconds=10)  # before the first retry; doubled each time, with jitter
+    max_backoff: Duration = timedelta(minutes=30)
+
+
 class Settings(_Section):
     daemon: DaemonSettings = DaemonSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -160,6 +236,15 @@ class Settings(_Section):
     discovery: DiscoverySettings = DiscoverySettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    alerts: AlertSettings = AlertSettings()
+    webhooks: list[WebhookSettings] = []
+
+    @model_validator(mode="after")
+    def _unique_webhooks(self) -> Settings:
+        names = [target.name for target in self.webhooks]
+        if duplicates := {n for n in names if names.count(n) > 1}:
+            raise ValueError(f"webhooks: target name {', '.join(sorted(duplicates))} is used twice")
+        return self
 
 
 def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from daemon.alerting import Alerting
 from daemon.app import VERSION, BearerAuth, Metrics, create_app, database_up
 from daemon.bmc import BmcAccess, PowerService
 from daemon.boot import create_boot_app
@@ -35,6 +36,7 @@ from daemon.logging import configure_logging
 from daemon.notify import Notifier
 from daemon.telemetry import TelemetryLoop
 from daemon.provisioning import HEARTBEAT_SECONDS, Provisioner
+from daemon.webhooks import DELIVERY_SECONDS, Deliverer
 from drivers.base import Secret
 from inventory.db import alembic_config, current_revision, make_engine
 from inventory.lifecycle import daemon_name
@@ -185,6 +187,10 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
     discovery = Discovery(inventory, access, settings.discovery)
     scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
     schedule_jobs(scheduler, settings, inventory, discovery)
+    alerting = Alerting(inventory, settings, PowerService(inventory, access))
+    deliverer = Deliverer(inventory, settings, store)
+    scheduler.add_job(alerting.evaluate, "interval", seconds=settings.alerts.interval.total_seconds(), id="alerts")
+    scheduler.add_job(deliverer.deliver, "interval", seconds=DELIVERY_SECONDS, id="webhooks")
     metrics = Metrics(inventory)
     telemetry = TelemetryLoop(settings.telemetry, inventory, access, store, metrics.registry)
     if settings.telemetry.enabled:
@@ -195,6 +201,7 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
     app = create_app(inventory, metrics)
     app.state.discovery = discovery
     app.state.power = PowerService(inventory, access)
+    app.state.webhooks = deliverer
     servers = [
         _Server(uvicorn.Config(BearerAuth(app, token) if token else app, lifespan="off", log_config=None,
                                access_log=False, server_header=False,

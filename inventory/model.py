@@ -376,3 +376,81 @@ class DaemonInstance(SQLModel, table=True):
     hostname: str = Field(max_length=64)
     started_at: datetime = _time()
     seen_at: datetime = _time()
+
+
+# ---------------------------------------------------------------- alerting (inventory.alerts owns these)
+class Alert(SQLModel, table=True):
+    """One alert, identified by the fingerprint of its labels (which carry the rule): it fires, resolves, and
+    fires again in the same row. ``notified_state`` is what the webhook targets were last told."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=32, unique=True)
+    rule: str = Field(max_length=64, index=True)
+    severity: str = Field(max_length=16)  # inventory.alerts.Severity
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    summary: str
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(max_length=16, index=True)  # inventory.alerts.AlertState
+    active_since: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # condition true since
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # firing since
+    resolved_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    flips: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # ISO times, flap window
+    flapping: bool = False
+    notified_state: str | None = Field(default=None, max_length=16)
+    notified_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    acked_by: str | None = Field(default=None, max_length=64)
+    acked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Silence(SQLModel, table=True):
+    """Notifications of alerts whose labels match all ``matchers`` are held back from starts_at to ends_at."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    matchers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    starts_at: datetime = _time()
+    ends_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+    created_by: str = Field(max_length=64)
+    comment: str
+    expired_by: str | None = Field(default=None, max_length=64)
+
+
+class Notification(SQLModel, table=True):
+    """One signed webhook message to one target: a batch of outbox entries, frozen when formed.
+    ``webhook_id`` is the Standard Webhooks id, the same on every attempt."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: str = Field(max_length=64, unique=True)
+    target: str = Field(max_length=64, index=True)
+    group_key: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _time()
+    state: str = Field(max_length=16, index=True)  # inventory.alerts.Delivery
+    attempts: int = 0
+    next_attempt_at: datetime = _time()
+    last_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class OutboxEntry(SQLModel, table=True):
+    """An alert's change of state to tell one target, written in the transaction that made the change."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alert.id", index=True)
+    target: str = Field(max_length=64)
+    group_key: str
+    status: str = Field(max_length=16)  # firing | resolved
+    snapshot: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _time()
+    due_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+    notification_id: int | None = Field(default=None, foreign_key="notification.id", index=True)
+
+
+class WebhookTarget(SQLModel, table=True):
+    """A configured webhook target as the daemon last saw it; disabled when its URL answered 410 Gone."""
+
+    name: str = Field(max_length=64, primary_key=True)
+    url: str
+    disabled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    disabled_reason: str | None = None
