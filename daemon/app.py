@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from daemon import actions, webhooks
+from daemon import actions, outlets, webhooks
 from daemon import provisioning
 from daemon.executor import blocking
 from daemon.telemetry_api import RollupCollector
@@ -176,6 +176,7 @@ def create_app(inventory: Inventory, metrics: Metrics) -> FastAPI:
     app.state.inventory = inventory
     app.include_router(api)
     app.include_router(actions.router)
+    app.include_router(outlets.router)
     app.include_router(telemetry_router)
     app.include_router(provisioning.router)
     app.include_router(webhooks.router)

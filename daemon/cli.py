@@ -16,6 +16,7 @@ from daemon.config import ConfigError, Settings, load_settings
 from inventory import cli as inventory_cli
 from inventory import cli_alerts, cli_daemon
 from inventory import cli_provision
+from inventory import cli_power
 from inventory.cli import CliContext, fail
 
 app = typer.Typer(name="baie", help="Datacenter inventory and bare-metal provisioning.", no_args_is_help=True,
@@ -24,6 +25,7 @@ app.add_typer(inventory_cli.app)
 app.add_typer(cli_daemon.app)
 app.add_typer(cli_provision.app)
 app.add_typer(cli_alerts.app)
+app.add_typer(cli_power.app)
 
 Config = Annotated[Path | None, typer.Option(
     "--config", envvar="BAIE_CONFIG", dir_okay=False,

@@ -68,6 +68,13 @@ class DiscoverySettings(_Section):
     enrol_concurrency: int = Field(default=8, ge=1, le=256)
 
 
+class PlacementSettings(_Section):
+    """The placement check: switches' LLDP and forwarding tables against the racks' declared switches."""
+
+    interval_seconds: float = Field(default=900.0, gt=0)
+    timeout_seconds: float = Field(default=5.0, gt=0)  # each SNMP request to a switch
+
+
 class TelemetrySettings(_Section):
     """The telemetry loop: every device on its own timer, readings written in batches, kept and rolled up."""
 
@@ -234,6 +241,7 @@ class Settings(_Section):
     credentials: CredentialSettings = CredentialSettings()
     bmc: BmcSettings = BmcSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    placement: PlacementSettings = PlacementSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     alerts: AlertSettings = AlertSettings()

@@ -34,6 +34,8 @@ from daemon.discovery import Discovery
 from daemon.executor import install_executor
 from daemon.logging import configure_logging
 from daemon.notify import Notifier
+from daemon.outlets import OutletService
+from daemon.placement import Placement
 from daemon.telemetry import TelemetryLoop
 from daemon.provisioning import HEARTBEAT_SECONDS, Provisioner
 from daemon.webhooks import DELIVERY_SECONDS, Deliverer
@@ -148,13 +150,14 @@ class DatabaseWatch:
 
 
 def schedule_jobs(scheduler: AsyncIOScheduler, settings: Settings, inventory: Inventory,
-                  discovery: Discovery) -> None:
+                  discovery: Discovery, placement: Placement) -> None:
     """The daemon's periodic work, one line per job (JOB_DEFAULTS apply). A coroutine function runs on the
     loop; a plain function runs on the bounded thread pool."""
     scheduler.add_job(DatabaseWatch(inventory.engine).check, "interval", seconds=HOUSEKEEPING_SECONDS,
                       id="database-watch")
     scheduler.add_job(discovery.discover_all, "interval", seconds=settings.discovery.interval_seconds,
                       id="discovery")
+    scheduler.add_job(placement.check, "interval", seconds=settings.placement.interval_seconds, id="placement")
 
 
 # ---------------------------------------------------------------------------------------------- serving
@@ -186,7 +189,7 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
     access = BmcAccess(settings.bmc, store)
     discovery = Discovery(inventory, access, settings.discovery)
     scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
-    schedule_jobs(scheduler, settings, inventory, discovery)
+    schedule_jobs(scheduler, settings, inventory, discovery, Placement(inventory, store, settings.placement))
     alerting = Alerting(inventory, settings, PowerService(inventory, access))
     deliverer = Deliverer(inventory, settings, store)
     scheduler.add_job(alerting.evaluate, "interval", seconds=settings.alerts.interval.total_seconds(), id="alerts")
@@ -202,6 +205,8 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
     app.state.discovery = discovery
     app.state.power = PowerService(inventory, access)
     app.state.webhooks = deliverer
+    app.state.outlets = OutletService(inventory, store, timeout=settings.bmc.timeout_seconds,
+                                      confirm_seconds=settings.bmc.power_confirm_seconds)
     servers = [
         _Server(uvicorn.Config(BearerAuth(app, token) if token else app, lifespan="off", log_config=None,
                                access_log=False, server_header=False,

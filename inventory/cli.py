@@ -32,7 +32,8 @@ from inventory.errors import InventoryError
 from inventory.exporter import export
 from inventory.importer import import_file
 from inventory.service import Inventory
-from inventory.views import FeedView, NodeDetail, PduView, RackDetail, UnitView
+from inventory.telemetry import loop_cooling, rack_power
+from inventory.views import FeedView, LoopCoolingView, NodeDetail, PduView, RackDetail, RackPowerView, UnitView
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,23 @@ def watts(value: float | None) -> str | None:
     return None if value is None else f"{value:,.0f} W"
 
 
+NOT_REPORTED = "not reported"  # a live figure nothing reported recently (inventory.telemetry.MAX_AGE)
+
+
+def reported(value: float | None, unit: str, digits: int = 0) -> str:
+    return NOT_REPORTED if value is None else f"{value:,.{digits}f} {unit}"
+
+
+def redundancy(power: RackPowerView) -> str:
+    return {None: NOT_REPORTED, True: "yes", False: "NO"}[power.redundant]
+
+
+def leak(cooling: LoopCoolingView) -> str:
+    if cooling.leak is None:
+        return NOT_REPORTED
+    return f"LEAK ({', '.join(cooling.leak_detectors)})" if cooling.leak else "none"
+
+
 def feeds_summary(feeds: list[FeedView]) -> str:
     return ", ".join(f"{f.side} {watts(f.capacity_watts)}" for f in feeds)
 
@@ -288,11 +306,13 @@ def events(ctx: typer.Context,
 @rack_app.command("show")
 def rack_show(ctx: typer.Context, rack: Annotated[str, typer.Argument(help="NAME or SITE/NAME.")],
               as_json: Json = False) -> None:
-    """A rack's elevation, power feeds, cooling loop and PDUs."""
+    """A rack's elevation, power feeds, cooling loop and PDUs, with its measured power and cooling."""
     with open_inventory(ctx) as inventory:
         detail = inventory.rack(rack)
+        power = rack_power(inventory, f"{detail.site}/{detail.name}")[0]
+        cooling = detail.cooling_loop and loop_cooling(inventory, f"{detail.site}/{detail.cooling_loop}")[0]
     if as_json:
-        return print_json(detail)
+        return print_json({**detail.model_dump(mode="json"), "power": power, "cooling": cooling})
     show(
         f"Rack {detail.site}/{detail.name}",
         details([("Location", detail.location),
@@ -303,9 +323,27 @@ def rack_show(ctx: typer.Context, rack: Annotated[str, typer.Argument(help="NAME
         table("Power feeds", "Side", "Feed", "Voltage", "Current", "Phase", "Max use", "Capacity",
               rows=[(f.side, f"{f.panel}/{f.name}", f"{f.voltage:g} V", f"{f.amperage:g} A", f.phase,
                      f"{f.max_utilization:g} %", watts(f.capacity_watts)) for f in detail.feeds]),
+        live(power, cooling),
+        table("Live power per feed", "Side", "Feed", "Draw", "Headroom",
+              rows=[(f.side, f.feed, reported(f.draw_watts, "W"), reported(f.headroom_watts, "W"))
+                    for f in power.feeds]),
         elevation(detail),
         table("PDUs", *PDU_COLUMNS, rows=[pdu_row(p) for p in detail.pdus]),
     )
+
+
+def live(power: RackPowerView, cooling: LoopCoolingView | None) -> Table:
+    """The rack's measured figures (inventory.telemetry), "not reported" where nothing fresh came in."""
+    rows = [("Measured draw", reported(power.draw_watts, "W")),
+            ("Source", f"{power.source} ({power.reporting} reporting)"),
+            ("Headroom", reported(power.headroom_watts, "W") if power.budget_watts is not None else None),
+            ("A/B redundant", redundancy(power))]
+    if cooling:
+        rows += [("Loop supply", reported(cooling.supply_temperature_c, "°C", 1)),
+                 ("Loop return", reported(cooling.return_temperature_c, "°C", 1)),
+                 ("Loop flow", reported(cooling.flow_lpm, "L/min", 1)),
+                 ("Leak", leak(cooling))]
+    return details(rows)
 
 
 def elevation(detail: RackDetail) -> Table:

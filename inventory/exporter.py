@@ -1,6 +1,6 @@
 """Export the inventory: YAML or JSON in the shape ``baie import`` reads, or CSV with one row per node.
 
-YAML and JSON list every site with its locations, discovery ranges, cooling, power, racks, PDUs and the
+YAML and JSON list every site with its locations, discovery ranges, cooling, power, switches, racks, PDUs and the
 nodes that have a site and a serial (the serial is the node's key on import); a discovered node is listed
 with whatever placement it has. Values that are not set are left out, so that importing the export into an
 empty database and exporting again gives the same document. CSV lists every node.
@@ -29,6 +29,7 @@ from inventory.model import (
     PowerPanel,
     Rack,
     Site,
+    Switch,
 )
 from inventory.service import Inventory
 
@@ -82,6 +83,7 @@ def document(session: Session) -> dict[str, Any]:
         nodes[node.site_id].append(node)
     site_locations, units, site_panels, site_racks, pdus = (
         by_site(Location), by_site(CoolingUnit), by_site(PowerPanel), by_site(Rack), by_site(Pdu))
+    switches = by_site(Switch)
 
     def pdu_row(pdu: Pdu) -> dict[str, Any]:
         outlets = [_row(index=o.index, name=o.name,
@@ -113,6 +115,9 @@ def document(session: Session) -> dict[str, Any]:
                             for f in feeds_of[p.id]])
                 for p in site_panels[site.id]
             ],
+            switches=[_row(name=sw.name, address=sw.address, protocol=sw.protocol, port=sw.port,
+                           credential=sw.credential_ref, insecure_community_waiver=sw.insecure_community_waiver)
+                      for sw in switches[site.id]],
             racks=[_row(name=r.name, location=locations[r.location_id], u_height=r.u_height,
                         power_budget_watts=r.power_budget_watts, cooling_loop=loops.get(r.cooling_loop_id),
                         switch=r.switch_name) for r in site_racks[site.id]],

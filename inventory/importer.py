@@ -1,7 +1,7 @@
 """Import a datacenter description (YAML; JSON is read as YAML) into the inventory.
 
 The document is ``sites:`` with, per site, its locations, discovery ranges, cooling units and their loops,
-power panels and their feeds, racks, PDUs and their outlets, and the declared nodes (see
+power panels and their feeds, switches, racks, PDUs and their outlets, and the declared nodes (see
 tests/data/example.yaml). ``baie export --format yaml`` writes the same shape.
 
 Rules:
@@ -9,8 +9,8 @@ Rules:
 * All or nothing: the file is read with a safe loader, validated row by row, then applied in one
   transaction; any problem and nothing is written. Every problem found is reported as
   ``file:line: field: message``.
-* Upsert by natural key: site name; location, cooling unit, cooling loop, rack, power panel and PDU name
-  within their site; feed name within its panel; outlet index within its PDU; node serial. Importing the
+* Upsert by natural key: site name; location, cooling unit, cooling loop, switch, rack, power panel and PDU
+  name within their site; feed name within its panel; outlet index within its PDU; node serial. Importing the
   same file twice changes nothing the second time, and a no-op import records no event.
 * A key the file gives is applied; a key it leaves out keeps the stored value (a new row takes the column
   default), so that a declaration does not erase what discovery found. Two exceptions, because the file
@@ -26,7 +26,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -61,6 +61,7 @@ from inventory.model import (
     Rack,
     Site,
     SiteRole,
+    Switch,
 )
 from inventory.service import Inventory
 
@@ -164,6 +165,15 @@ class PanelRow(_Row):
     feeds: list[FeedRow] = []
 
 
+class SwitchRow(_Row):
+    name: Name
+    address: Address | None = None
+    protocol: Literal[DeviceProtocol.SNMP] = DeviceProtocol.SNMP  # LLDP and the FDB are read over SNMP
+    port: Port | None = None
+    credential: CredentialRef | None = None
+    insecure_community_waiver: bool = False
+
+
 class RackRow(_Row):
     name: Name
     location: Name
@@ -216,6 +226,7 @@ class SiteRow(_Row):
     discovery: list[DiscoveryRow] = []
     cooling_units: list[CoolingUnitRow] = []
     power_panels: list[PanelRow] = []
+    switches: list[SwitchRow] = []
     racks: list[RackRow] = []
     pdus: list[PduRow] = []
     nodes: list[NodeRow] = []
@@ -225,13 +236,13 @@ class Document(_Row):
     sites: list[SiteRow]
 
 
-CHILDREN = {"locations", "discovery", "cooling_units", "loops", "power_panels", "feeds", "racks", "pdus",
-            "outlets", "nodes"}
+CHILDREN = {"locations", "discovery", "cooling_units", "loops", "power_panels", "feeds", "switches", "racks",
+            "pdus", "outlets", "nodes"}
 COLUMNS = {"credential": "credential_ref", "switch": "switch_name"}  # document key → column, where they differ
 
 
 # --------------------------------------------------------------------------------------------- result
-KINDS = ("site", "location", "discovery_range", "cooling_unit", "cooling_loop", "rack", "power_panel",
+KINDS = ("site", "location", "discovery_range", "cooling_unit", "cooling_loop", "switch", "rack", "power_panel",
          "power_feed", "pdu", "outlet", "node")
 
 
@@ -404,6 +415,7 @@ def _duplicates(doc: Document) -> list[tuple[DocPath, str]]:
         check(rows(site.power_panels, at + ("power_panels",), "name"), "power panel")
         for p, panel in enumerate(site.power_panels):
             check(rows(panel.feeds, at + ("power_panels", p, "feeds"), "name"), "feed")
+        check(rows(site.switches, at + ("switches",), "name"), "switch")
         check(rows(site.racks, at + ("racks",), "name"), "rack")
         check(rows(site.pdus, at + ("pdus",), "name"), "PDU")
         for p, pdu in enumerate(site.pdus):
@@ -522,6 +534,8 @@ class _Apply:
                         {"protocols": ",".join(rng.protocols)} if "protocols" in rng.model_fields_set else {})
         for i, unit in enumerate(row.cooling_units):
             self.attempt(self.cooling_unit, path + ("cooling_units", i), site, unit)
+        for switch in row.switches:
+            self.upsert("switch", Switch, {"site_id": site.id, "name": switch.name}, _given(switch, "name"))
         for i, rack in enumerate(row.racks):
             self.attempt(self.rack_row, path + ("racks", i), site, rack)
         for i, panel in enumerate(row.power_panels):
@@ -543,6 +557,7 @@ class _Apply:
         if "cooling_loop" in row.model_fields_set:
             values["cooling_loop_id"] = self.ref(CoolingLoop, site, row.cooling_loop, path + ("cooling_loop",),
                                                  "cooling loop")
+        self.ref(Switch, site, row.switch, path + ("switch",), "switch")
         self.upsert("rack", Rack, {"site_id": site.id, "name": row.name}, values)
 
     def panel(self, path: DocPath, site: Site, row: PanelRow) -> None:

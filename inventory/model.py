@@ -454,3 +454,19 @@ class WebhookTarget(SQLModel, table=True):
     url: str
     disabled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     disabled_reason: str | None = None
+
+
+# ---------------------------------------------------------------------------- switches (daemon.placement)
+class Switch(SQLModel, table=True):
+    """A switch whose LLDP neighbours and forwarding table (over SNMP) show where nodes are cabled; racks name
+    theirs in ``Rack.switch_name``."""
+
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(foreign_key="site.id", index=True)
+    name: str = Field(max_length=64)
+    address: str | None = None
+    port: int | None = None
+    protocol: str = Field(default=DeviceProtocol.SNMP, max_length=16)
+    credential_ref: str | None = None
+    insecure_community_waiver: bool = False  # SNMPv2c allowed only when this is set explicitly

@@ -46,7 +46,7 @@ def test_example_imports_sites_power_cooling_and_nodes(inventory):
 
     created = {kind: c.created for kind, c in summary.counts.items()}
     assert created == {"site": 3, "location": 6, "discovery_range": 4, "cooling_unit": 4, "cooling_loop": 4,
-                       "rack": 6, "power_panel": 6, "power_feed": 12, "pdu": 12, "outlet": 34, "node": 17}
+                       "switch": 6, "rack": 6, "power_panel": 6, "power_feed": 12, "pdu": 12, "outlet": 34, "node": 17}
     assert summary.totals().updated == summary.totals().unchanged == 0
 
     sites = {s.name: s for s in inventory.sites()}
@@ -114,7 +114,7 @@ def test_importing_twice_changes_nothing(inventory):
     again = import_file(inventory, EXAMPLE, "test")
 
     assert not again.changed
-    assert again.totals().unchanged == 108
+    assert again.totals().unchanged == 114
     assert snapshot(inventory) == before  # no new rows, not even an event
 
 
@@ -185,6 +185,11 @@ def test_yaml_export_imports_into_an_empty_database_and_exports_the_same(invento
 
     assert export(inventory, "yaml") == first
     assert row_counts(inventory) == counts
+    assert yaml.safe_load(first)["sites"][1]["switches"] == [
+        {"name": "tor-m01", "address": "10.20.8.31", "protocol": "snmp", "credential": "switch-snmpv3",
+         "insecure_community_waiver": False},
+        {"name": "tor-m02", "address": "10.20.8.32", "protocol": "snmp", "credential": "switch-snmpv3",
+         "insecure_community_waiver": False}]
 
 
 def test_json_export_is_the_same_document_and_imports_back(inventory):
@@ -254,6 +259,7 @@ def test_a_refused_file_names_file_line_and_field_and_writes_nothing(inventory, 
     ("position_outside_rack.yaml", "sites[0].nodes[1].position", "U42-U43 does not fit rack T01 (1-42)"),
     ("duplicate_serial.yaml", "sites[0].nodes[1].serial", "serial 'TST-0001' is already used at sites[0].nodes[0]"),
     ("unknown_rack.yaml", "sites[0].nodes[1].rack", "no rack 'T99' in site tst1"),
+    ("unknown_switch.yaml", "sites[0].racks[1].switch", "no switch 'tor-t02' in site tst1"),
     ("unknown_outlet_node.yaml", "sites[0].pdus[0].outlets[1].node", "no node with serial 'NO-SUCH-SERIAL'"),
     ("bad_cidr.yaml", "sites[0].discovery[1].cidr", "10.40.1.1/24 has host bits set"),
     ("bad_country_code.yaml", "sites[1].country_code", "ISO 3166-1 alpha-2"),

@@ -1,0 +1,163 @@
+"""PDU outlets through the daemon's HTTP API (in-process app, httpx ASGI transport) against real snmpsim PDUs.
+
+Each PDU is its own snmpsim agent answering SNMPv3 with the empty context, as a real PDU does; the APC data
+file's outlet 8 acknowledges a switch and never changes, so its action must fail.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from daemon.app import Metrics, create_app
+from daemon.bmc import NotTrusted
+from daemon.credentials import CredentialStore
+from daemon.outlets import OutletService
+from inventory.model import Node, Pdu, PduOutlet, Site
+from tests.lab.snmp import SimUser, SnmpSim
+
+DATA = Path(__file__).parent / "data" / "snmp"
+USER = SimUser("baie", "auth-key-5d1e7a", "priv-key-9c04b2")
+CONFIRM_SECONDS = 2.0
+
+
+def agent_dir(directory: Path, source: Path) -> Path:
+    """A data directory where ``source`` answers SNMPv3 with the empty context (``self.snmprec``, a copy) and
+    v2c with the community ``agent`` (another copy, named to sort first: SnmpSim's readiness check uses it)."""
+    directory.mkdir()
+    shutil.copy(source, directory / "agent.snmprec")
+    shutil.copy(source, directory / "self.snmprec")
+    return directory
+
+
+def write_credential(directory: Path, name: str, text: str) -> CredentialStore:
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / name
+    path.write_text(text)
+    path.chmod(0o600)
+    return CredentialStore(directory)
+
+
+V3_CREDENTIAL = f'username = "{USER.name}"\nauth_key = "{USER.auth_key}"\npriv_key = "{USER.priv_key}"\n'
+
+
+@pytest.fixture(scope="module")
+def apc(tmp_path_factory):
+    with SnmpSim(agent_dir(tmp_path_factory.mktemp("apc") / "data", DATA / "apc.snmprec"), v3_users=[USER]) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def raritan(tmp_path_factory):
+    with SnmpSim(agent_dir(tmp_path_factory.mktemp("raritan") / "data", DATA / "raritan.snmprec"),
+                 v3_users=[USER]) as sim:
+        yield sim
+
+
+def add_pdus(inventory, apc: SnmpSim, raritan: SnmpSim) -> None:
+    """Site lab: pdu-apc (outlet 3 feeds web-03 PSU1) and pdu-raritan; site lab2: another pdu-apc."""
+    with inventory.session() as s:
+        lab, lab2 = (Site(name=name, country_code="FR", jurisdiction="France", role="primary")
+                     for name in ("lab", "lab2"))
+        node = Node(name="web-03", serial="SN-WEB-03")
+        s.add_all([lab, lab2, node])
+        s.flush()
+        pdu = Pdu(site_id=lab.id, name="pdu-apc", address=apc.host, port=apc.port)
+        s.add_all([pdu, Pdu(site_id=lab.id, name="pdu-raritan", address=raritan.host, port=raritan.port),
+                   Pdu(site_id=lab2.id, name="pdu-apc", address=apc.host, port=apc.port)])
+        s.flush()
+        s.add(PduOutlet(pdu_id=pdu.id, index=3, name="web-03-psu1", node_id=node.id, psu="PSU1"))
+
+
+@pytest.fixture
+async def api(inventory, apc, raritan, tmp_path) -> AsyncIterator[httpx.AsyncClient]:
+    add_pdus(inventory, apc, raritan)
+    app = create_app(inventory, Metrics(inventory))
+    app.state.outlets = OutletService(inventory, write_credential(tmp_path / "credentials", "snmp-default",
+                                                                  V3_CREDENTIAL),
+                                      timeout=3.0, confirm_seconds=CONFIRM_SECONDS)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://baie", timeout=30,
+                                 headers={"X-Baie-Actor": "cli:alice"}) as client:
+        yield client
+
+
+async def act(api: httpx.AsyncClient, path: str, action: str) -> dict:
+    reply = await api.post(path, json={"action": action})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+async def test_on_off_cycle_are_confirmed_and_recorded(api, inventory):
+    path = "/api/v1/pdus/lab/pdu-apc/outlets/3"
+    await act(api, path, "on")  # the simulator keeps its state across tests: start from on
+    assert (await act(api, path, "on"))["changed"] is False  # read first, act only if different
+    off = await act(api, path, "off")
+    assert off == {"pdu": "lab/pdu-apc", "outlet": 3, "action": "off", "before": "on", "after": "off",
+                   "changed": True, "node": "web-03", "psu": "PSU1"}
+    status = (await api.get(path)).json()
+    assert (status["state"], status["name"], status["node"], status["psu"]) == ("off", "r12-node03", "web-03", "PSU1")
+    assert status["power_watts"] == 322.0  # the simulator does not drop the meters when switched off
+    woken = await act(api, path, "cycle")  # cycling an outlet that is off switches it on
+    assert (woken["before"], woken["after"], woken["changed"]) == ("off", "on", True)
+    cycled = await act(api, path, "cycle")  # off, confirmed, then on, confirmed
+    assert (cycled["before"], cycled["after"], cycled["changed"]) == ("on", "on", True)
+
+    events = [e for e in inventory.events(subject="pdu/lab/pdu-apc") if e.kind == "outlet.action"]
+    assert len(events) == 5 and {e.actor for e in events} == {"cli:alice"}
+    newest = events[0]
+    assert newest.message == "outlet 3 cycle: on -> on (feeds web-03 PSU1)"
+    assert (newest.details["node"], newest.details["psu"], newest.details["outlet"]) == ("web-03", "PSU1", 3)
+
+
+async def test_an_outlet_that_acknowledges_but_does_not_switch_fails(api, inventory):
+    reply = await api.post("/api/v1/pdus/lab/pdu-apc/outlets/8", json={"action": "off"})
+    assert reply.status_code == 504
+    assert reply.json() == {"kind": "ActionNotConfirmed", "error": "lab/pdu-apc: outlet 8 acknowledged switching "
+                                                                   f"off but is still on after {CONFIRM_SECONDS:g}s"}
+    failed = next(e for e in inventory.events() if e.kind == "outlet.failed")
+    assert failed.actor == "cli:alice" and failed.details["error"] == "ActionNotConfirmed"
+    assert failed.subject == "pdu/lab/pdu-apc" and "still on" in failed.message
+
+
+async def test_another_vendor_and_the_whole_pdu(api):
+    outlets = (await api.get("/api/v1/pdus/pdu-raritan/outlets")).json()
+    assert [o["outlet"] for o in outlets] == list(range(1, 9))
+    first = outlets[0]
+    assert (first["pdu"], first["name"], first["state"], first["current_amps"], first["power_watts"], first["node"]) \
+        == ("lab/pdu-raritan", "r12-node01", "on", 1.234, 281.0, None)
+    await act(api, "/api/v1/pdus/pdu-raritan/outlets/2", "on")
+    assert (await act(api, "/api/v1/pdus/pdu-raritan/outlets/2", "off"))["after"] == "off"
+    assert (await act(api, "/api/v1/pdus/pdu-raritan/outlets/2", "on"))["after"] == "on"
+
+
+@pytest.mark.parametrize("method, path, status, error", [
+    ("GET", "/api/v1/pdus/nope/outlets", 404, "no PDU matches 'nope'"),
+    ("POST", "/api/v1/pdus/lab/nope/outlets/1", 404, "no PDU matches 'lab/nope'"),
+    ("POST", "/api/v1/pdus/lab/pdu-apc/outlets/42", 404, "no outlet matches 'lab/pdu-apc/42'"),
+    ("GET", "/api/v1/pdus/pdu-apc/outlets/1", 409, "PDU 'pdu-apc' is ambiguous: lab/pdu-apc, lab2/pdu-apc "
+                                                   "(qualify it as SITE/NAME)"),
+])
+async def test_unknown_or_ambiguous_names(api, method, path, status, error):
+    reply = await api.request(method, path, json={"action": "off"} if method == "POST" else None)
+    assert (reply.status_code, reply.json()) == (status, {"error": error})
+
+
+async def test_v2c_only_with_the_pdus_waiver(inventory, apc, raritan, tmp_path):
+    add_pdus(inventory, apc, raritan)
+    store = write_credential(tmp_path / "credentials", "pdu-legacy", 'community = "agent"\n')
+    service = OutletService(inventory, store, timeout=3.0, confirm_seconds=CONFIRM_SECONDS)
+    query = select(Pdu).join(Site).where(Site.name == "lab", Pdu.name == "pdu-apc")
+    with inventory.session() as s:
+        s.exec(query).one().credential_ref = "pdu-legacy"
+    with pytest.raises(NotTrusted) as refused:
+        await service.outlets("lab/pdu-apc")
+    assert str(refused.value) == \
+        f"{tmp_path}/credentials/pdu-legacy: no SNMPv3 user (pdu/lab/pdu-apc has no v2c waiver)"
+    with inventory.session() as s:
+        s.exec(query).one().insecure_community_waiver = True
+    assert len(await service.outlets("lab/pdu-apc")) == 8
