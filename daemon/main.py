@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 
@@ -31,13 +32,13 @@ from daemon.boot import create_boot_app
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.credentials import CredentialError, CredentialStore
 from daemon.discovery import Discovery
-from daemon.executor import install_executor
+from daemon.executor import blocking, install_executor
 from daemon.logging import configure_logging
 from daemon.notify import Notifier
 from daemon.outlets import OutletService
 from daemon.placement import Placement
-from daemon.telemetry import TelemetryLoop
 from daemon.provisioning import HEARTBEAT_SECONDS, Provisioner
+from daemon.telemetry import TelemetryLoop
 from daemon.webhooks import DELIVERY_SECONDS, Deliverer
 from drivers.base import Secret
 from inventory.db import alembic_config, current_revision, make_engine
@@ -149,15 +150,55 @@ class DatabaseWatch:
         self.up = up
 
 
+@dataclass
+class Services:
+    """The daemon's long-lived workers, built once at start and handed to the jobs and the API."""
+
+    access: BmcAccess
+    power: PowerService
+    discovery: Discovery
+    placement: Placement
+    alerting: Alerting
+    deliverer: Deliverer
+    outlets: OutletService
+    telemetry: TelemetryLoop
+    provisioner: Provisioner
+
+
+async def build_services(settings: Settings, inventory: Inventory, store: CredentialStore,
+                         metrics: Metrics) -> Services:
+    access = BmcAccess(settings.bmc, store)
+    power = PowerService(inventory, access)
+    name = await blocking(daemon_name, inventory, socket.gethostname())
+    return Services(
+        access=access, power=power,
+        discovery=Discovery(inventory, access, settings.discovery),
+        placement=Placement(inventory, store, settings.placement),
+        alerting=Alerting(inventory, settings, power),
+        deliverer=Deliverer(inventory, settings, store),
+        outlets=OutletService(inventory, store, timeout=settings.bmc.timeout_seconds,
+                              confirm_seconds=settings.bmc.power_confirm_seconds),
+        telemetry=TelemetryLoop(settings.telemetry, inventory, access, store, metrics.registry),
+        provisioner=Provisioner(inventory, power, settings.provisioning, store, name),
+    )
+
+
 def schedule_jobs(scheduler: AsyncIOScheduler, settings: Settings, inventory: Inventory,
-                  discovery: Discovery, placement: Placement) -> None:
+                  services: Services) -> None:
     """The daemon's periodic work, one line per job (JOB_DEFAULTS apply). A coroutine function runs on the
     loop; a plain function runs on the bounded thread pool."""
     scheduler.add_job(DatabaseWatch(inventory.engine).check, "interval", seconds=HOUSEKEEPING_SECONDS,
                       id="database-watch")
-    scheduler.add_job(discovery.discover_all, "interval", seconds=settings.discovery.interval_seconds,
+    scheduler.add_job(services.discovery.discover_all, "interval", seconds=settings.discovery.interval_seconds,
                       id="discovery")
-    scheduler.add_job(placement.check, "interval", seconds=settings.placement.interval_seconds, id="placement")
+    scheduler.add_job(services.placement.check, "interval", seconds=settings.placement.interval_seconds,
+                      id="placement")
+    scheduler.add_job(services.alerting.evaluate, "interval", seconds=settings.alerts.interval.total_seconds(),
+                      id="alerts")
+    scheduler.add_job(services.deliverer.deliver, "interval", seconds=DELIVERY_SECONDS, id="webhooks")
+    scheduler.add_job(services.provisioner.sweep, "interval", seconds=HEARTBEAT_SECONDS, id="provisioning-sweep")
+    if settings.telemetry.enabled:
+        services.telemetry.schedule(scheduler)
 
 
 # ---------------------------------------------------------------------------------------------- serving
@@ -186,39 +227,28 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
     notifier = Notifier(os.environ)
     notifier.send("STATUS=starting")
 
-    access = BmcAccess(settings.bmc, store)
-    discovery = Discovery(inventory, access, settings.discovery)
-    scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
-    schedule_jobs(scheduler, settings, inventory, discovery, Placement(inventory, store, settings.placement))
-    alerting = Alerting(inventory, settings, PowerService(inventory, access))
-    deliverer = Deliverer(inventory, settings, store)
-    scheduler.add_job(alerting.evaluate, "interval", seconds=settings.alerts.interval.total_seconds(), id="alerts")
-    scheduler.add_job(deliverer.deliver, "interval", seconds=DELIVERY_SECONDS, id="webhooks")
     metrics = Metrics(inventory)
-    telemetry = TelemetryLoop(settings.telemetry, inventory, access, store, metrics.registry)
+    services = await build_services(settings, inventory, store, metrics)
+    # Provisioning: fail what this daemon (or a dead one) left mid-way before taking new work.
+    await services.provisioner.start()
+    scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
+    schedule_jobs(scheduler, settings, inventory, services)
     if settings.telemetry.enabled:
-        telemetry.schedule(scheduler)
-        telemetry.start()
+        services.telemetry.start()
     scheduler.start()
 
     app = create_app(inventory, metrics)
-    app.state.discovery = discovery
-    app.state.power = PowerService(inventory, access)
-    app.state.webhooks = deliverer
-    app.state.outlets = OutletService(inventory, store, timeout=settings.bmc.timeout_seconds,
-                                      confirm_seconds=settings.bmc.power_confirm_seconds)
+    app.state.discovery = services.discovery
+    app.state.power = services.power
+    app.state.webhooks = services.deliverer
+    app.state.outlets = services.outlets
+    app.state.provisioner = services.provisioner
     servers = [
         _Server(uvicorn.Config(BearerAuth(app, token) if token else app, lifespan="off", log_config=None,
                                access_log=False, server_header=False,
                                timeout_graceful_shutdown=STOP_GRACE_SECONDS))
         for _sock, token in listeners
     ]
-    # Provisioning: fail what this daemon (or a dead one) left mid-way before taking new work.
-    provisioner = Provisioner(inventory, app.state.power, settings.provisioning, store,
-                              await asyncio.to_thread(daemon_name, inventory, socket.gethostname()))
-    await provisioner.start()
-    scheduler.add_job(provisioner.sweep, "interval", seconds=HEARTBEAT_SECONDS, id="provisioning-sweep")
-    app.state.provisioner = provisioner
     if boot is not None:  # the boot service on the provisioning network: its own app, no bearer token
         servers.append(_Server(uvicorn.Config(create_boot_app(inventory, settings.provisioning, store),
                                               lifespan="off", log_config=None, access_log=False,
@@ -247,8 +277,8 @@ async def serve(settings: Settings, inventory: Inventory, store: CredentialStore
         for server in servers:
             server.should_exit = True
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        await telemetry.stop()  # writes the readings already taken
-        await provisioner.stop()
+        await services.telemetry.stop()  # writes the readings already taken
+        await services.provisioner.stop()
         await loop.shutdown_default_executor()
         notifier.close()
     for result in results:
