@@ -31,7 +31,9 @@ from inventory.telemetry import (
 )
 from tests.lab.common import REPO, Process, wait_until
 from tests.lab.snmp import SnmpSim
-from tests.test_outlets import DATA, USER, V3_CREDENTIAL, agent_dir, write_credential
+from tests.lab.common import write_credential
+from tests.lab.snmp import agent_dir
+from tests.test_outlets import DATA, USER, V3_CREDENTIAL
 
 ENV = {"COLUMNS": "220", "BAIE_DATABASE_URL": None, "BAIE_CONFIG": None}
 

@@ -6,7 +6,6 @@ file's outlet 8 acknowledges a switch and never changes, so its action must fail
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,31 +15,14 @@ from sqlmodel import select
 
 from daemon.app import Metrics, create_app
 from daemon.bmc import NotTrusted
-from daemon.credentials import CredentialStore
 from daemon.outlets import OutletService
 from inventory.model import Node, Pdu, PduOutlet, Site
-from tests.lab.snmp import SimUser, SnmpSim
+from tests.lab.common import write_credential
+from tests.lab.snmp import SimUser, SnmpSim, agent_dir
 
 DATA = Path(__file__).parent / "data" / "snmp"
 USER = SimUser("baie", "auth-key-5d1e7a", "priv-key-9c04b2")
 CONFIRM_SECONDS = 2.0
-
-
-def agent_dir(directory: Path, source: Path) -> Path:
-    """A data directory where ``source`` answers SNMPv3 with the empty context (``self.snmprec``, a copy) and
-    v2c with the community ``agent`` (another copy, named to sort first: SnmpSim's readiness check uses it)."""
-    directory.mkdir()
-    shutil.copy(source, directory / "agent.snmprec")
-    shutil.copy(source, directory / "self.snmprec")
-    return directory
-
-
-def write_credential(directory: Path, name: str, text: str) -> CredentialStore:
-    directory.mkdir(mode=0o700, exist_ok=True)
-    path = directory / name
-    path.write_text(text)
-    path.chmod(0o600)
-    return CredentialStore(directory)
 
 
 V3_CREDENTIAL = f'username = "{USER.name}"\nauth_key = "{USER.auth_key}"\npriv_key = "{USER.priv_key}"\n'

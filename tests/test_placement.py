@@ -15,7 +15,9 @@ from daemon.config import PlacementSettings
 from daemon.placement import CONFIRMED, MISMATCH, Placement
 from inventory.model import Location, NetworkInterface, Node, Rack, Site, Switch
 from tests.lab.snmp import SnmpSim
-from tests.test_outlets import DATA, USER, V3_CREDENTIAL, agent_dir, write_credential
+from tests.lab.common import write_credential
+from tests.lab.snmp import agent_dir
+from tests.test_outlets import DATA, USER, V3_CREDENTIAL
 
 TOR_B = Path(__file__).parent / "data" / "placement" / "tor-b.snmprec"
 

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from daemon.credentials import CredentialStore
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 MOCKUPS = SHARED / "redfish-mockups"
@@ -92,3 +94,12 @@ class Process:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def write_credential(directory: Path, name: str, text: str) -> CredentialStore:
+    """A credential file as the daemon wants it (directory 0700, file 0600); the store reading it."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / name
+    path.write_text(text)
+    path.chmod(0o600)
+    return CredentialStore(directory)

@@ -74,19 +74,19 @@ class SushyStatic:
         self.tls = tls
         self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.fingerprint: str | None = None
+        self.ca_file: Path | None = None
         self._dir: Path | None = None
         self._process: Process | None = None
 
     def __enter__(self) -> SushyStatic:
         self._dir = Path(tempfile.mkdtemp(prefix="sushy-static-"))
         argv = [tool("sushy-static"), "-i", self.address, "-p", str(self.port), "-m", str(self.tree)]
-        ca_file = None
         if self.tls:
-            ca_file, key, self.fingerprint = make_certificate(self._dir, self.address)
-            argv += ["-c", str(ca_file), "-k", str(key)]
+            self.ca_file, key, self.fingerprint = make_certificate(self._dir, self.address)
+            argv += ["-c", str(self.ca_file), "-k", str(key)]
         self._process = Process(argv, log=self._dir / "sushy-static.log")
         try:
-            wait_until(lambda: self._process.alive() and _answers(self.url, ca_file), deadline=READY_DEADLINE,
+            wait_until(lambda: self._process.alive() and _answers(self.url, self.ca_file), deadline=READY_DEADLINE,
                        what=f"sushy-static {self.tree.name} on {self.url}")
         except TimeoutError:
             self.__exit__()

@@ -10,6 +10,7 @@ snmpsim prints the v3 keys in its log, so the log stays in a private temporary d
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 import tempfile
@@ -95,3 +96,12 @@ class SnmpSim:
             reply, _ = sock.recvfrom(65535)
         decoder.decode(reply, asn1Spec=v2c.Message())
         return True
+
+
+def agent_dir(directory: Path, source: Path) -> Path:
+    """A data directory where ``source`` answers SNMPv3 with the empty context (``self.snmprec``, a copy) and
+    v2c with the community ``agent`` (another copy, named to sort first: SnmpSim's readiness check uses it)."""
+    directory.mkdir()
+    shutil.copy(source, directory / "agent.snmprec")
+    shutil.copy(source, directory / "self.snmprec")
+    return directory
