@@ -103,3 +103,18 @@ def write_credential(directory: Path, name: str, text: str) -> CredentialStore:
     path.write_text(text)
     path.chmod(0o600)
     return CredentialStore(directory)
+
+
+class Peer:
+    """Base of the lab's simulated peers: one process with a private directory, both gone on exit."""
+
+    _dir: Path | None = None
+    _process: Process | None = None
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process:
+            self._process.stop()
+            self._process = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None

@@ -10,7 +10,6 @@ sensors.sdrs) are used in place from ../shared/peers/ipmi_sim; its README explai
 from __future__ import annotations
 
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.lab.common import PEERS, Process, free_port, wait_until
+from tests.lab.common import PEERS, Peer, Process, free_port, wait_until
 
 PEER = PEERS / "ipmi_sim"
 READY_DEADLINE = 10.0
@@ -79,7 +78,7 @@ class SimBmc:
         return path.read_text().splitlines() if path.exists() else []
 
 
-class IpmiSim:
+class IpmiSim(Peer):
     """One ipmi_sim process serving a BMC per ``BmcSpec``; a context manager that stops it on exit."""
 
     def __init__(self, *specs: BmcSpec, host: str = "127.0.0.1") -> None:
@@ -89,8 +88,6 @@ class IpmiSim:
         self.specs = specs
         self.bmcs: list[SimBmc] = []
         self.console_port = 0
-        self._dir: Path | None = None
-        self._process: Process | None = None
 
     def __enter__(self) -> IpmiSim:
         self._dir = Path(tempfile.mkdtemp(prefix="ipmi-sim-"))
@@ -114,14 +111,6 @@ class IpmiSim:
             self.__exit__()
             raise
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._process:
-            self._process.stop()
-            self._process = None
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
     def console(self, command: str) -> str:
         """Run one emulator command (ipmi_sim_cmd(5)) on the simulator's console; its output."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import shutil
 import ssl
 import tempfile
 import urllib.request
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.lab.common import MOCKUPS, Process, free_port, tool, wait_until
+from tests.lab.common import MOCKUPS, Peer, Process, free_port, tool, wait_until
 
 READY_DEADLINE = 20.0
 
@@ -57,7 +56,7 @@ def _answers(url: str, ca_file: Path | None) -> bool:
         return reply.status == 200
 
 
-class SushyStatic:
+class SushyStatic(Peer):
     """``sushy-static`` serving the recorded tree ``mockup_name`` from the shared mockups (read-only).
 
     Plain HTTP by default; with ``tls=True`` HTTPS with a fresh self-signed certificate whose SHA-256 is
@@ -75,8 +74,6 @@ class SushyStatic:
         self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.fingerprint: str | None = None
         self.ca_file: Path | None = None
-        self._dir: Path | None = None
-        self._process: Process | None = None
 
     def __enter__(self) -> SushyStatic:
         self._dir = Path(tempfile.mkdtemp(prefix="sushy-static-"))
@@ -93,16 +90,8 @@ class SushyStatic:
             raise
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        if self._process:
-            self._process.stop()
-            self._process = None
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
-
-class SushyEmulator:
+class SushyEmulator(Peer):
     """``sushy-emulator --fake``: one fake server whose power and boot override change, behind HTTP basic auth.
 
     Like real hardware it applies a reset 1-11 s after the request (confirm with a deadline of 15 s or more),
@@ -125,8 +114,6 @@ class SushyEmulator:
         self.ca_file: Path | None = None
         self.certificate_sha256: str | None = None
         self._key_file: Path | None = None
-        self._dir: Path | None = None
-        self._process: Process | None = None
 
     def __repr__(self) -> str:
         return f"SushyEmulator({self.url}, username={self.username!r})"
@@ -143,14 +130,6 @@ class SushyEmulator:
             self.__exit__()
             raise
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._process:
-            self._process.stop()
-            self._process = None
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
     def restart(self, *, new_certificate: bool = False) -> None:
         """Stop and start again on the same port (state is kept), optionally with a new certificate."""
