@@ -19,7 +19,7 @@ from tests.lab.common import MOCKUPS, REPO, Process, free_port, wait_until
 from tests.lab.redfish import SushyStatic
 
 pytestmark = pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
-NET = "127.79.0"
+NET = "127.76.0"
 PASSWORD = "pw-" + secrets.token_hex(12)  # sushy-static takes any credentials; this one must never show
 
 
