@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import getpass
 import json
+import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from daemon.alerting import Alerting
@@ -21,6 +22,7 @@ from daemon.cli import app
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.credentials import CredentialStore
 from daemon.webhooks import Deliverer
+from drivers.base import PowerAction, PowerState
 from inventory import alerts as service
 from inventory.enrolment import set_bmc_state
 from inventory.model import (
@@ -47,6 +49,7 @@ from inventory.telemetry import (
     store_readings,
 )
 from tests.lab.receiver import Receiver
+from tests.lab.redfish import SushyEmulator
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -91,7 +94,7 @@ def populate(inventory) -> None:
 
 
 def make_settings(tmp_path: Path, receiver: Receiver | None = None, *, webhooks: list[dict] | None = None,
-                  **alerts) -> Settings:
+                  bmc: dict | None = None, **alerts) -> Settings:
     credentials = tmp_path / "credentials"
     credentials.mkdir(exist_ok=True)
     secret = credentials / "hook"
@@ -100,7 +103,7 @@ def make_settings(tmp_path: Path, receiver: Receiver | None = None, *, webhooks:
     if webhooks is None:
         webhooks = [{"name": "oncall", "url": receiver.url("/a"), "secret_credential": "hook"}] if receiver else []
     return Settings.model_validate({"credentials": {"directory": str(credentials)}, "alerts": alerts,
-                                    "webhooks": webhooks})
+                                    "webhooks": webhooks, "bmc": bmc or {}})
 
 
 def machinery(inventory, settings: Settings, clock: Clock) -> tuple[Alerting, Deliverer]:
@@ -319,6 +322,41 @@ async def test_a_leak_pages_once_naming_the_loop_racks_and_nodes_and_cordons_the
         cordoned = s.exec(select(Event).where(Event.kind == "node.cordoned")).all()
     assert sorted(e.subject for e in cordoned) == ["node/n1", "node/n2", "node/n3"]
     assert {e.actor for e in cordoned} == {"alerts:coolant_leak"}
+
+
+async def test_a_leak_with_the_power_off_policy_powers_off_the_served_nodes_through_their_bmcs(inventory, tmp_path):
+    """n1's BMC is a real one (sushy-emulator --fake, switched on first); n2 and n3 have no BMC on record: their
+    power-off fails with an event each, and does not hold n1's back."""
+    populate(inventory)
+    password = "pw-" + secrets.token_hex(8)
+    with SushyEmulator("127.81.0.1", username="admin", password=password, tls=True) as bmc:
+        with inventory.session() as s:
+            nodes = {n.name: n for n in s.exec(select(Node)).all()}
+            nodes["n1"].sqlmodel_update({"bmc_address": bmc.address, "bmc_port": bmc.port, "bmc_protocol": "redfish",
+                                         "bmc_tls_fingerprint": bmc.certificate_sha256})
+            for name in ("n2", "n3"):
+                nodes[name].bmc_address = None
+            s.add_all(nodes.values())
+        settings = make_settings(tmp_path, leak_policy={"loop-a": "power-off"},
+                                 bmc={"redfish_port": bmc.port, "power_confirm_seconds": 30})
+        (settings.credentials.directory / "bmc-par1").write_text(f"admin:{password}\n")
+        (settings.credentials.directory / "bmc-par1").chmod(0o600)
+        alerting, _ = machinery(inventory, settings, Clock(T0))
+        assert (await alerting.power.power("n1", PowerAction.ON, "test")).after == "on"
+        store_readings(inventory, [ReadingIn(LEAK_DETECTED, {"cdu": "cdu-1", "loop": "loop-a", "detector": "tray-1"},
+                                             1, T0)])
+        [fired] = await alerting.evaluate()
+        assert fired.rule == "coolant_leak"
+        assert await alerting.power.status("n1") == PowerState.OFF
+    with inventory.session() as s:
+        events = s.exec(select(Event).where(col(Event.actor) == "alerts:coolant_leak")).all()
+    by_node = {e.subject: e for e in events}
+    assert set(by_node) == {"node/n1", "node/n2", "node/n3"}
+    assert (by_node["node/n1"].kind, by_node["node/n1"].details["after"]) == ("power.action", "off")
+    assert {by_node[f"node/{n}"].kind for n in ("n2", "n3")} == {"power.failed"}
+    assert "no BMC address" in by_node["node/n2"].message
+    assert password not in "".join(e.message for e in events)
+    assert {n.name: n.state for n in inventory.nodes()}["n1"] == "available"  # powered off, not cordoned
 
 
 # ------------------------------------------------------------------------------------------------ CLI
