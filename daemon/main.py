@@ -176,7 +176,7 @@ async def build_services(settings: Settings, inventory: Inventory, store: Creden
         placement=Placement(inventory, store, settings.placement),
         alerting=Alerting(inventory, settings, power),
         deliverer=Deliverer(inventory, settings, store),
-        outlets=OutletService(inventory, store, timeout=settings.bmc.timeout_seconds,
+        outlets=OutletService(inventory, access, store, timeout=settings.bmc.timeout_seconds,
                               confirm_seconds=settings.bmc.power_confirm_seconds),
         telemetry=TelemetryLoop(settings.telemetry, inventory, access, store, metrics.registry),
         provisioner=Provisioner(inventory, power, settings.provisioning, store, name),

@@ -2,19 +2,26 @@
 deadline (drivers try once; we verify). An outlet that acknowledges a switch but keeps its state is a failed
 action. Every action is an Event naming who asked and which node and PSU the outlet feeds.
 
-A PDU is named ``NAME`` (unique across sites) or ``SITE/NAME``; SNMP PDUs only, with the SNMP credentials
-the telemetry loop reads (``daemon.telemetry.snmp_target``).
+A PDU is named ``NAME`` (unique across sites) or ``SITE/NAME``. SNMP PDUs use the SNMP credentials the
+telemetry loop reads (``daemon.telemetry.snmp_target``). Redfish PDUs use the BMC credential names and
+``bmc`` settings (scheme, port, ``ca_bundle``, else the CAs requests trusts); their outlets are numbered as
+the inventory numbers them (an inventory outlet named as the Redfish outlet's Id), else in the order the
+service lists them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Protocol
+
+import requests
 
 import structlog
 from fastapi import APIRouter, Depends, Request
@@ -22,12 +29,13 @@ from pydantic import BaseModel
 from sqlmodel import col, select
 
 from daemon.actions import Actor
-from daemon.bmc import TRANSIENT, NotTrusted
+from daemon.bmc import TRANSIENT, BmcAccess, BmcTarget, NotTrusted
 from daemon.credentials import CredentialError, CredentialStore
 from daemon.executor import blocking
 from daemon.telemetry import DeviceClass, DeviceSpec, snmp_target
 from drivers.base import ActionNotConfirmed, DriverError, OutletAction, OutletReading, OutletState, Unsupported
-from drivers.snmp import SnmpPdu
+from drivers.redfish import RedfishDriver, TlsPolicy
+from drivers.snmp import SnmpPdu, SnmpTarget
 from inventory.errors import Ambiguous, Invalid, NotFound
 from inventory.model import DeviceProtocol, Node, Pdu, PduOutlet, Site
 from inventory.service import Inventory, _node_label
@@ -49,6 +57,7 @@ class PduRecord:
     site: str
     pdu: Pdu
     feeds: dict[int, tuple[str | None, str | None]]  # outlet index → (node label, PSU) from the inventory
+    indexes: dict[str, int]  # outlet name → index, where the inventory names the outlet
 
     @property
     def label(self) -> str:
@@ -93,39 +102,85 @@ def pdu_record(inventory: Inventory, ref: str) -> PduRecord:
         if len(rows) > 1:
             raise Ambiguous("PDU", ref, sorted(f"{site_name}/{pdu.name}" for pdu, site_name in rows))
         pdu, site_name = rows[0]
-        outlets = s.exec(select(PduOutlet.index, PduOutlet.psu, Node)
-                         .outerjoin(Node, col(PduOutlet.node_id) == Node.id).where(PduOutlet.pdu_id == pdu.id))
-        return PduRecord(site_name, pdu, {index: (node and _node_label(node), psu) for index, psu, node in outlets})
+        outlets = s.exec(select(PduOutlet.index, PduOutlet.name, PduOutlet.psu, Node)
+                         .outerjoin(Node, col(PduOutlet.node_id) == Node.id).where(PduOutlet.pdu_id == pdu.id)).all()
+        return PduRecord(site_name, pdu, {index: (node and _node_label(node), psu) for index, _, psu, node in outlets},
+                         {name: index for index, name, _, _ in outlets if name})
+
+
+class OutletDriver(Protocol):
+    async def read_outlets(self) -> list[OutletReading]: ...
+
+    async def request_outlet(self, index: int, action: OutletAction) -> None: ...
+
+
+class RedfishOutlets:
+    """A Redfish PDU's outlets by number (see the module docstring); the blocking driver on the thread pool."""
+
+    def __init__(self, driver: RedfishDriver, indexes: dict[str, int]) -> None:
+        self.driver = driver
+        self.indexes = indexes
+        self._names: dict[int, str] = {}
+
+    async def read_outlets(self) -> list[OutletReading]:
+        readings = await blocking(self.driver.read_outlets)
+        taken = set(self.indexes.values())
+        numbered = [dataclasses.replace(r, index=self.indexes[r.name]) if r.name in self.indexes else r
+                    for r in readings if r.name in self.indexes or r.index not in taken]
+        self._names = {r.index: r.name for r in numbered}
+        return numbered
+
+    async def request_outlet(self, index: int, action: OutletAction) -> None:
+        if index not in self._names:
+            await self.read_outlets()
+        await blocking(self.driver.request_outlet, self._names[index], OutletState(action))
 
 
 class OutletService:
-    def __init__(self, inventory: Inventory, store: CredentialStore, *, timeout: float,
+    def __init__(self, inventory: Inventory, access: BmcAccess, store: CredentialStore, *, timeout: float,
                  confirm_seconds: float) -> None:
         self.inventory = inventory
+        self.access = access
         self.store = store
         self.timeout = timeout
         self.confirm_seconds = confirm_seconds
 
     @asynccontextmanager
-    async def _open(self, ref: str) -> AsyncIterator[tuple[PduRecord, SnmpPdu]]:
+    async def _open(self, ref: str) -> AsyncIterator[tuple[PduRecord, OutletDriver]]:
         record = await blocking(pdu_record, self.inventory, ref)
-        if record.pdu.protocol != DeviceProtocol.SNMP:
-            raise Unsupported(record.label, f"outlets of a {record.pdu.protocol} PDU cannot be switched yet")
-        pdu = record.pdu
-        if not pdu.address:
+        if not record.pdu.address:
             raise Invalid("pdu", f"{record.label} has no address on record")
+        async with AsyncExitStack() as stack:
+            if record.pdu.protocol == DeviceProtocol.SNMP:
+                driver: OutletDriver = stack.enter_context(contextlib.closing(SnmpPdu(self._snmp_target(record))))
+            elif record.pdu.protocol == DeviceProtocol.REDFISH:
+                redfish = self._redfish_driver(record)
+                stack.push_async_callback(blocking, redfish.close)
+                driver = RedfishOutlets(redfish, record.indexes)
+            else:
+                raise Unsupported(record.label, f"outlets of a {record.pdu.protocol} PDU cannot be switched")
+            yield record, driver
+
+    def _snmp_target(self, record: PduRecord) -> SnmpTarget:
+        pdu = record.pdu
         spec = DeviceSpec(key=f"pdu#{pdu.id}", name=f"pdu/{record.label}", device_class=DeviceClass.PDU,
                           protocol=pdu.protocol, address=pdu.address, port=pdu.port, site=record.site, labels=(),
                           credential_ref=pdu.credential_ref, waiver=pdu.insecure_community_waiver)
         try:
-            target = snmp_target(spec, self.store, self.timeout)
+            return snmp_target(spec, self.store, self.timeout)
         except CredentialError as exc:
             raise NotTrusted("", str(exc)) from None
-        driver = SnmpPdu(target)
-        try:
-            yield record, driver
-        finally:
-            driver.close()
+
+    def _redfish_driver(self, record: PduRecord) -> RedfishDriver:
+        settings, pdu = self.access.settings, record.pdu
+        target = BmcTarget(site=record.site, address=pdu.address, port=pdu.port or settings.redfish_port,
+                           protocol=pdu.protocol, credential_ref=pdu.credential_ref)
+        if settings.redfish_scheme == "http":
+            tls = TlsPolicy(insecure_http=True)
+        else:
+            tls = TlsPolicy(ca_bundle=settings.ca_bundle or Path(requests.certs.where()))
+        return RedfishDriver(target.address, target.port, self.access.credentials_for(target), tls,
+                             scheme=settings.redfish_scheme, timeout=self.timeout)
 
     async def outlets(self, ref: str) -> list[OutletStatus]:
         async with self._open(ref) as (record, pdu):
@@ -159,13 +214,13 @@ class OutletService:
         log.info("outlet.action", pdu=record.label, outlet=index, action=str(action), actor=actor)
         return result
 
-    async def _reading(self, record: PduRecord, pdu: SnmpPdu, index: int) -> OutletReading:
+    async def _reading(self, record: PduRecord, pdu: OutletDriver, index: int) -> OutletReading:
         reading = next((o for o in await pdu.read_outlets() if o.index == index), None)
         if reading is None:
             raise NotFound("outlet", f"{record.label}/{index}")
         return reading
 
-    async def _confirm(self, record: PduRecord, pdu: SnmpPdu, index: int, wanted: OutletState) -> None:
+    async def _confirm(self, record: PduRecord, pdu: OutletDriver, index: int, wanted: OutletState) -> None:
         deadline = time.monotonic() + self.confirm_seconds
         state = None
         while True:

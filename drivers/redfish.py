@@ -31,8 +31,8 @@ from sushy import exceptions as sushy_exc
 
 from drivers.base import (
     AuthFailed, BmcUnreachable, BootDevice, BootMode, Credentials, Drive, DriverError, MalformedReply,
-    MemoryModule, NetworkInterface, PowerAction, PowerState, ProbeResult, Processor, SystemInventory, Timeout,
-    TlsMismatch, Unsupported,
+    MemoryModule, NetworkInterface, OutletReading, OutletState, PowerAction, PowerState, ProbeResult, Processor,
+    SystemInventory, Timeout, TlsMismatch, Unsupported,
 )
 from drivers.profiles.redfish_quirks import LINK_FIXUPS, chassis_without_chassis_type
 
@@ -53,6 +53,8 @@ RESET_TYPES: dict[PowerAction, tuple[sushy.ResetType, ...]] = {  # the first the
     PowerAction.SOFT_OFF: (sushy.ResetType.GRACEFUL_SHUTDOWN,),
     PowerAction.CYCLE: (sushy.ResetType.POWER_CYCLE, sushy.ResetType.FORCE_RESTART),
 }
+
+OUTLET_POWER_STATES: dict[OutletState, str] = {OutletState.ON: "On", OutletState.OFF: "Off"}
 
 BOOT_SOURCES: dict[BootDevice, sushy.BootSource] = {
     BootDevice.PXE: sushy.BootSource.PXE,
@@ -191,6 +193,10 @@ class _Reply:
         value = self._value(keys, (int, float))
         return int(value) if value is not None else None
 
+    def number(self, *keys: str) -> float | None:
+        value = self._value(keys, (int, float))
+        return float(value) if value is not None else None
+
     def items(self, *keys: str) -> list[Any]:
         return self._value(keys, list) or []
 
@@ -262,7 +268,8 @@ def _drive(r: _Reply) -> Drive | None:
 
 # -------------------------------------------------------------------------------------------- driver
 class RedfishDriver:
-    """PowerControl, BootControl and InventoryReader for the first System a Redfish BMC lists."""
+    """PowerControl, BootControl and InventoryReader for the first System a Redfish BMC lists; for the Redfish
+    service of a PDU, its Rack PDUs' outlets (read and switch)."""
 
     def __init__(self, address: str, port: int, credentials: Credentials, tls: TlsPolicy, *,
                  scheme: str = "https", timeout: float = 10.0) -> None:
@@ -378,6 +385,43 @@ class RedfishDriver:
             devices = [_Reply(d, f"{controller.path}/Devices", self.target) for d in controller.items("Devices")]
             drives.extend(filter(None, map(_drive, devices)))
         return tuple(drives)
+
+    # ---------------------------------------------------------------------------------- PDU outlets
+    def read_outlets(self) -> list[OutletReading]:
+        """The outlets of the Rack PDUs the service lists, numbered from 1 in the order listed. The name is the
+        outlet's Id, ``PDU/Id`` where the service lists several Rack PDUs."""
+        return [reading for reading, _ in self._outlets()]
+
+    def request_outlet(self, name: str, state: OutletState) -> None:
+        """Ask once (Outlet.PowerControl); the daemon reads back and confirms within a deadline."""
+        outlet = next((reply for reading, reply in self._outlets() if reading.name == name), None)
+        if outlet is None:
+            raise Unsupported(self.target, f"no outlet {name}")
+        action = outlet.text("Actions", "#Outlet.PowerControl", "target")
+        if action is None:
+            raise Unsupported(self.target, f"outlet {name} offers no Outlet.PowerControl")
+        with self._errors(f"switch outlet {name} {state}"):
+            self._conn.post(_fix_link(action), data={"PowerState": OUTLET_POWER_STATES[state]})
+        self._log.info("redfish.outlet_requested", outlet=name, state=str(state))
+
+    def _outlets(self) -> list[tuple[OutletReading, _Reply]]:
+        root = _Reply(self._service().json, "/redfish/v1", self.target)
+        equipment = root.link("PowerEquipment")
+        pdus = self._members(self._get(equipment), "RackPDUs") if equipment else []
+        if not pdus:
+            raise Unsupported(self.target, "the service lists no Rack PDU (PowerEquipment/RackPDUs)")
+        found = []
+        for pdu in self._each(pdus):
+            prefix = f"{pdu.text('Id')}/" if len(pdus) > 1 else ""
+            for outlet in self._each(self._members(pdu, "Outlets")):
+                state = outlet.text("PowerState")
+                found.append((OutletReading(
+                    index=len(found) + 1, name=prefix + (outlet.text("Id") or outlet.path.rsplit("/", 1)[-1]),
+                    state=next((s for s, text in OUTLET_POWER_STATES.items() if text == state), None),
+                    current_amps=outlet.number("CurrentAmps", "Reading"),
+                    power_watts=outlet.number("PowerWatts", "Reading"),
+                    energy_kwh=outlet.number("EnergykWh", "Reading")), outlet))
+        return found
 
     # ----------------------------------------------------------------------------------------- plumbing
     def _service(self) -> sushy.Sushy:

@@ -1,4 +1,5 @@
-"""PDU outlets through the daemon's HTTP API (in-process app, httpx ASGI transport) against real snmpsim PDUs.
+"""PDU outlets through the daemon's HTTP API (in-process app, httpx ASGI transport) against real snmpsim PDUs,
+and a Redfish PDU (sushy-static serving public-pdu) through the outlet service.
 
 Each PDU is its own snmpsim agent answering SNMPv3 with the empty context, as a real PDU does; the APC data
 file's outlet 8 acknowledges a switch and never changes, so its action must fail.
@@ -6,6 +7,8 @@ file's outlet 8 acknowledges a switch and never changes, so its action must fail
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,10 +17,13 @@ import pytest
 from sqlmodel import select
 
 from daemon.app import Metrics, create_app
-from daemon.bmc import NotTrusted
+from daemon.bmc import BmcAccess, NotTrusted
+from daemon.config import BmcSettings
 from daemon.outlets import OutletService
 from inventory.model import Node, Pdu, PduOutlet, Site
-from tests.lab.common import write_credential
+from drivers.base import ActionNotConfirmed, OutletAction, Unsupported
+from tests.lab.common import MOCKUPS, write_credential
+from tests.lab.redfish import SushyStatic
 from tests.lab.snmp import SimUser, SnmpSim, agent_dir
 
 DATA = Path(__file__).parent / "data" / "snmp"
@@ -60,9 +66,9 @@ def add_pdus(inventory, apc: SnmpSim, raritan: SnmpSim) -> None:
 async def api(inventory, apc, raritan, tmp_path) -> AsyncIterator[httpx.AsyncClient]:
     add_pdus(inventory, apc, raritan)
     app = create_app(inventory, Metrics(inventory))
-    app.state.outlets = OutletService(inventory, write_credential(tmp_path / "credentials", "snmp-default",
-                                                                  V3_CREDENTIAL),
-                                      timeout=3.0, confirm_seconds=CONFIRM_SECONDS)
+    store = write_credential(tmp_path / "credentials", "snmp-default", V3_CREDENTIAL)
+    app.state.outlets = OutletService(inventory, BmcAccess(BmcSettings(), store), store, timeout=3.0,
+                                      confirm_seconds=CONFIRM_SECONDS)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://baie", timeout=30,
                                  headers={"X-Baie-Actor": "cli:alice"}) as client:
         yield client
@@ -132,7 +138,8 @@ async def test_unknown_or_ambiguous_names(api, method, path, status, error):
 async def test_v2c_only_with_the_pdus_waiver(inventory, apc, raritan, tmp_path):
     add_pdus(inventory, apc, raritan)
     store = write_credential(tmp_path / "credentials", "pdu-legacy", 'community = "agent"\n')
-    service = OutletService(inventory, store, timeout=3.0, confirm_seconds=CONFIRM_SECONDS)
+    service = OutletService(inventory, BmcAccess(BmcSettings(), store), store, timeout=3.0,
+                            confirm_seconds=CONFIRM_SECONDS)
     query = select(Pdu).join(Site).where(Site.name == "lab", Pdu.name == "pdu-apc")
     with inventory.session() as s:
         s.exec(query).one().credential_ref = "pdu-legacy"
@@ -143,3 +150,55 @@ async def test_v2c_only_with_the_pdus_waiver(inventory, apc, raritan, tmp_path):
     with inventory.session() as s:
         s.exec(query).one().insecure_community_waiver = True
     assert len(await service.outlets("lab/pdu-apc")) == 8
+
+
+# ---------------------------------------------------------------------------------------------- Redfish
+@pytest.fixture(scope="module")
+def redfish_pdu():
+    with SushyStatic("public-pdu", tls=True) as peer:
+        yield peer
+
+
+@pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
+async def test_a_redfish_pdu_s_outlets_are_read_numbered_and_switched_with_confirmation(inventory, redfish_pdu,
+                                                                                       tmp_path):
+    """public-pdu: the inventory numbers outlet B1 (21, feeding db-01 PSU2); the others keep their place in the
+    service's list. sushy-static acknowledges every action and changes nothing, so switching must fail."""
+    with inventory.session() as s:
+        site, node = Site(name="lab", country_code="FR", jurisdiction="France", role="primary"), Node(name="db-01")
+        s.add_all([site, node])
+        s.flush()
+        pdu = Pdu(site_id=site.id, name="pdu-rf", protocol="redfish", address=redfish_pdu.address,
+                  port=redfish_pdu.port)
+        s.add(pdu)
+        s.flush()
+        s.add(PduOutlet(pdu_id=pdu.id, index=21, name="B1", node_id=node.id, psu="PSU2"))
+    password = "pw-" + secrets.token_hex(8)
+    store = write_credential(tmp_path / "credentials", "bmc-default", f"admin:{password}\n")
+    service = OutletService(inventory, BmcAccess(BmcSettings(ca_bundle=redfish_pdu.ca_file), store), store,
+                            timeout=5.0, confirm_seconds=CONFIRM_SECONDS)
+
+    tree = MOCKUPS / "public-pdu" / "PowerEquipment" / "RackPDUs" / "1" / "Outlets"
+    served = [json.loads((tree / member["@odata.id"].rsplit("/", 1)[1] / "index.json").read_text())
+              for member in json.loads((tree / "index.json").read_text())["Members"]]
+    outlets = {o.name: o for o in await service.outlets("pdu-rf")}
+    assert list(outlets) == [o["Id"] for o in served]
+    for place, outlet in enumerate(served, start=1):
+        seen = outlets[outlet["Id"]]
+        assert seen.outlet == (21 if outlet["Id"] == "B1" else place)
+        assert (seen.state, seen.current_amps, seen.power_watts, seen.energy_kwh) == (
+            outlet.get("PowerState", "").lower() or None, outlet.get("CurrentAmps", {}).get("Reading"),
+            outlet.get("PowerWatts", {}).get("Reading"), outlet.get("EnergykWh", {}).get("Reading"))
+    assert (outlets["B1"].node, outlets["B1"].psu) == ("db-01", "PSU2")
+
+    already = await service.act("pdu-rf", 21, OutletAction.ON, "cli:alice")
+    assert (already.before, already.changed) == ("on", False)
+    with pytest.raises(ActionNotConfirmed, match="outlet 21 acknowledged switching off but is still on"):
+        await service.act("pdu-rf", 21, OutletAction.OFF, "cli:alice")
+    no_action = next(o for o in served if "#Outlet.PowerControl" not in o.get("Actions", {}))
+    with pytest.raises(Unsupported, match=f"outlet {no_action['Id']} offers no Outlet.PowerControl"):
+        await service.act("pdu-rf", outlets[no_action["Id"]].outlet, OutletAction.OFF, "cli:alice")
+    events = [e for e in inventory.events() if e.subject == "pdu/lab/pdu-rf"]
+    assert [e.kind for e in events].count("outlet.failed") == 2
+    assert "feeds db-01 PSU2" in next(e.message for e in events if e.kind == "outlet.action")
+    assert password not in " ".join(e.message for e in events)
