@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -41,7 +42,7 @@ from daemon.provisioning import HEARTBEAT_SECONDS, Provisioner
 from daemon.telemetry import TelemetryLoop
 from daemon.webhooks import DELIVERY_SECONDS, Deliverer
 from drivers.base import Secret
-from inventory.db import alembic_config, current_revision, make_engine
+from inventory.db import JobLock, alembic_config, current_revision, make_engine
 from inventory.lifecycle import daemon_name
 from inventory.service import Inventory
 
@@ -189,16 +190,37 @@ def schedule_jobs(scheduler: AsyncIOScheduler, settings: Settings, inventory: In
     loop; a plain function runs on the bounded thread pool."""
     scheduler.add_job(DatabaseWatch(inventory.engine).check, "interval", seconds=HOUSEKEEPING_SECONDS,
                       id="database-watch")
-    scheduler.add_job(services.discovery.discover_all, "interval", seconds=settings.discovery.interval_seconds,
-                      id="discovery")
-    scheduler.add_job(services.placement.check, "interval", seconds=settings.placement.interval_seconds,
-                      id="placement")
-    scheduler.add_job(services.alerting.evaluate, "interval", seconds=settings.alerts.interval.total_seconds(),
-                      id="alerts")
-    scheduler.add_job(services.deliverer.deliver, "interval", seconds=DELIVERY_SECONDS, id="webhooks")
+    def shared(job_id: str, job: Callable[[], Awaitable[object]], seconds: float) -> None:
+        """A job that daemons sharing the database take turns at (see once_per_database)."""
+        scheduler.add_job(once_per_database(inventory, job_id, job), "interval", seconds=seconds, id=job_id)
+
+    shared("discovery", services.discovery.discover_all, settings.discovery.interval_seconds)
+    shared("placement", services.placement.check, settings.placement.interval_seconds)
+    shared("alerts", services.alerting.evaluate, settings.alerts.interval.total_seconds())
+    shared("webhooks", services.deliverer.deliver, DELIVERY_SECONDS)
     scheduler.add_job(services.provisioner.sweep, "interval", seconds=HEARTBEAT_SECONDS, id="provisioning-sweep")
     if settings.telemetry.enabled:
-        services.telemetry.schedule(scheduler)
+        shared("telemetry-rollup", services.telemetry.rollup, settings.telemetry.rollup_interval_seconds)
+        shared("telemetry-prune", services.telemetry.prune, settings.telemetry.prune_interval_seconds)
+
+
+def once_per_database(inventory: Inventory, name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    """``job``, skipped for this tick while another daemon of the same database runs it: with several hosts
+    on one PostgreSQL database, an alert is evaluated and delivered once, a roll-up written once."""
+    async def run() -> None:
+        lock = JobLock(inventory.engine, name)
+        try:
+            if not await blocking(lock.acquire):
+                log.debug("job.skipped", job=name, reason="another daemon of this database is running it")
+                return
+        except SQLAlchemyError:
+            return  # the database watch logs the outage
+        try:
+            await job()
+        finally:
+            await blocking(lock.release)
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------- serving

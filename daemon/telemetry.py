@@ -45,7 +45,6 @@ from datetime import timedelta
 from typing import Protocol
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType
 from sqlalchemy.exc import SQLAlchemyError
@@ -355,10 +354,6 @@ class TelemetryLoop:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_SECONDS):
                 await self.poller.close()
-
-    def schedule(self, scheduler: AsyncIOScheduler) -> None:
-        scheduler.add_job(self.rollup, "interval", seconds=self.settings.rollup_interval_seconds, id="telemetry-rollup")
-        scheduler.add_job(self.prune, "interval", seconds=self.settings.prune_interval_seconds, id="telemetry-prune")
 
     async def rollup(self) -> int:
         # A reading may be stored this long after it was taken: its bucket must not be rolled up before.

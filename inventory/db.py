@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "sqlite:////var/lib/baie/baie.db"
@@ -66,3 +67,45 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+class JobLock:
+    """One daemon at a time runs the job ``name`` against a database that daemons on several hosts share.
+
+    PostgreSQL: a session advisory lock on a connection of its own, which is closed (not pooled) at release,
+    so a lock can never outlive its holder: a daemon that dies or loses the database frees it with its
+    connection. SQLite serves the daemon of one host: always granted.
+    """
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.key = int.from_bytes(hashlib.sha256(f"baie-job:{name}".encode()).digest()[:8], "big", signed=True)
+        self._connection: Connection | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if no one holds it; never waits (blocking: the database)."""
+        if self.engine.dialect.name != "postgresql":
+            return True
+        connection = self.engine.connect()
+        try:
+            taken = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar_one()
+            connection.commit()
+        except BaseException:
+            self._discard(connection)
+            raise
+        if not taken:
+            self._discard(connection)
+            return False
+        self._connection = connection
+        return True
+
+    def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._discard(connection)
+
+    @staticmethod
+    def _discard(connection: Connection) -> None:
+        connection.invalidate()  # closes the database session, and with it any advisory lock it holds
+        connection.close()
