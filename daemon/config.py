@@ -79,6 +79,7 @@ class TelemetrySettings(_Section):
     """The telemetry loop: every device on its own timer, readings written in batches, kept and rolled up."""
 
     enabled: bool = True
+    sites: list[str] = []  # poll only the devices of these sites (hosts sharing a database); empty: every site
     bmc_interval_seconds: float = Field(default=60.0, gt=0)  # node BMCs (Redfish and IPMI)
     pdu_interval_seconds: float = Field(default=30.0, gt=0)
     cdu_interval_seconds: float = Field(default=10.0, gt=0)

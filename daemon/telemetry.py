@@ -39,7 +39,7 @@ import enum
 import random
 import time
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -118,10 +118,12 @@ class DeviceSpec:
     bmc_state: str | None = field(default=None, compare=False)  # as loaded; the loop keeps it current
 
 
-def load_devices(inventory: Inventory) -> list[DeviceSpec]:
-    """Everything the loop polls (blocking: the ORM)."""
+def load_devices(inventory: Inventory, only_sites: Collection[str] = ()) -> list[DeviceSpec]:
+    """Everything the loop polls, in ``only_sites`` where given (blocking: the ORM)."""
     with inventory.session() as s:
         sites = dict(s.exec(select(Site.id, Site.name)).all())
+        if unknown := sorted(set(only_sites) - set(sites.values())):
+            log.warning("telemetry.unknown_sites", sites=unknown, hint="telemetry.sites names no such site")
         racks = dict(s.exec(select(Rack.id, Rack.name)).all())
         nodes = s.exec(select(Node).where(col(Node.bmc_address).is_not(None), col(Node.bmc_protocol).is_not(None),
                                           col(Node.site_id).is_not(None),
@@ -164,7 +166,7 @@ def load_devices(inventory: Inventory) -> list[DeviceSpec]:
             address=cdu.address, port=cdu.port, site=sites[cdu.site_id],
             labels=place(cdu.site_id, None, cdu=cdu.name), credential_ref=cdu.credential_ref,
             loop=served[0] if len(served) == 1 else None))
-    return specs
+    return [spec for spec in specs if spec.site in only_sites] if only_sites else specs
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -370,7 +372,7 @@ class TelemetryLoop:
 
     async def refresh(self) -> None:
         """Start polling new devices, stop polling removed ones, restart those whose spec changed."""
-        specs = {spec.key: spec for spec in await blocking(load_devices, self.inventory)}
+        specs = {spec.key: spec for spec in await blocking(load_devices, self.inventory, self.settings.sites)}
         if not self._snmp_prepared and any(spec.protocol == DeviceProtocol.SNMP for spec in specs.values()):
             await blocking(prepare_snmp)
             self._snmp_prepared = True

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import delete, select
 from structlog.testing import capture_logs
@@ -23,7 +24,7 @@ from daemon.app import Metrics, create_app
 from daemon.bmc import BmcAccess
 from daemon.config import BmcSettings, TelemetrySettings
 from daemon.credentials import CredentialStore
-from daemon.telemetry import TelemetryLoop
+from daemon.telemetry import TelemetryLoop, load_devices
 from drivers.base import Secret
 from drivers.snmp import SnmpPdu, SnmpTarget, SnmpV3User
 from inventory.model import (
@@ -350,3 +351,16 @@ async def test_device_list_refresh_starts_new_and_stops_removed_devices(inventor
     await wait_for(lambda: run.sample("baie_telemetry_queued_readings") == 0, "the queue written")
     assert rows(inventory, pdu="pdu-a") == before > 0
     assert run.polls("pdu/pdu-a") == 0  # its series are gone from /metrics
+
+
+def test_a_host_polls_only_the_sites_it_is_given(inventory, site):
+    with inventory.session() as s:
+        embassy = _add(s, Site(name="emb1", country_code="LU", jurisdiction="Luxembourg", role="backup"))
+        s.add(Pdu(site_id=embassy.id, name="pdu-emb", address="127.0.0.1", port=161, protocol="snmp"))
+    everything = {spec.name for spec in load_devices(inventory)}
+    assert everything == {"pdu/pdu-a", "pdu/pdu-b", "pdu/pdu-emb", "cdu/cdu1", "node/srv1"}
+    assert [spec.name for spec in load_devices(inventory, ["emb1"])] == ["pdu/pdu-emb"]
+    assert {spec.name for spec in load_devices(inventory, ["lab", "emb1"])} == everything
+    with structlog.testing.capture_logs() as logs:
+        assert load_devices(inventory, ["emb2"]) == []  # a typo polls nothing, and says so
+    assert {"event": "telemetry.unknown_sites", "sites": ["emb2"]}.items() <= logs[0].items()
