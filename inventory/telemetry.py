@@ -14,6 +14,7 @@ labelled ``circuit=facility`` (a CDU's primary side: the facility water feeding 
 from __future__ import annotations
 
 import enum
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -96,18 +97,43 @@ def series(labels: Mapping[str, str]) -> str:
 
 
 def _quote(value: str) -> str:
+    if "\\" not in value and '"' not in value and "\n" not in value:
+        return value  # nearly every value: no copies
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 # ------------------------------------------------------------------------------------ store and keep
+_STORED = ("metric", "labels", "series", "value", "time")
+
+
 def store_readings(inventory: Inventory, readings: Iterable[ReadingIn]) -> int:
-    """Insert a batch of ``(metric, labels, value, time)`` in one executemany; returns how many."""
-    rows = [dict(metric=metric, labels=labels, series=series(labels), value=value, time=_utc(time))
-            for metric, labels, value, time in readings]
-    if rows:
-        with inventory.session() as s:
-            s.exec(insert(Reading.__table__), params=rows)
-    return len(rows)
+    """Insert a batch of ``(metric, labels, value, time)`` in one executemany; returns how many.
+
+    The telemetry loop's hot path (a poll of a server is ~20 readings): the rows go to the driver as they
+    are, converted by the column types' own bind processors, each timestamp once per batch. SQLAlchemy's
+    per-row parameter handling cost more CPU than the database's insert."""
+    readings = list(readings)
+    if not readings:
+        return 0
+    table = Reading.__table__
+    with inventory.engine.begin() as conn:
+        dialect = conn.dialect
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(_STORED))
+        to_json, to_time = (table.c[name].type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+                            for name in ("labels", "time"))
+        if compiled.positional:  # the driver's order of the columns
+            arrange = operator.itemgetter(*(_STORED.index(key) for key in compiled.positiontup))
+        else:
+            def arrange(row: tuple) -> dict:
+                return dict(zip(_STORED, row))
+        times: dict[datetime, object] = {}
+        rows = []
+        for metric, labels, value, time in readings:
+            if (stamp := times.get(time)) is None:
+                stamp = times[time] = to_time(_utc(time))
+            rows.append(arrange((metric, to_json(labels), series(labels), value, stamp)))
+        conn.exec_driver_sql(compiled.string, rows)
+    return len(readings)
 
 
 class _bucket(FunctionElement):
