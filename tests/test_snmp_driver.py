@@ -195,6 +195,21 @@ async def test_nothing_listening_is_timeout(open_pdus):
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.parametrize("repetitions", [1, 3, 25])
+async def test_columns_walked_together_read_as_walked_alone(sim, repetitions):
+    """Several columns in one GETBULK walk (ending at different rows, one absent) read the same rows as one
+    walk per column, however few repetitions each request asks for."""
+    columns = [APC_RPDU2.name.oid, APC_RPDU2.power.oid, APC_RPDU2.inputs[0].column.oid, "1.3.6.1.4.1.318.9.9.9",
+               APC_RPDU2.state.oid]
+    target = v3_target(sim, "apc")
+    async with SnmpClient(SnmpTarget(target.host, target.port, v3=target.v3, context="apc",
+                                     max_repetitions=repetitions)) as client:
+        together = await client.walk_many(columns)
+        alone = {column: await client.walk(column) for column in columns}
+    assert together == alone
+    assert len(together[APC_RPDU2.name.oid]) == 8 and together["1.3.6.1.4.1.318.9.9.9"] == {}
+
+
 async def test_missing_oid_is_none_not_zero(sim):
     async with SnmpClient(v3_target(sim, "raritan")) as client:
         values = await client.get("1.3.6.1.4.1.13742.6.5.4.3.1.4.1.5.8", "1.3.6.1.4.1.13742.6.5.4.3.1.4.1.4.8")
