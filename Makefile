@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := openipmi ipmitool systemd
+DEBIAN_PACKAGES := openipmi ipmitool systemd qemu-system-x86 ipxe-qemu ipxe dnsmasq-base
 # pytest options; CI adds BAIE_REQUIRE_POSTGRES=1 so that a missing PostgreSQL fails instead of skipping
 PYTEST_ARGS ?= -q -rs
 
@@ -18,15 +18,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the real peers need (ipmi_sim, systemd-analyze); installed only when missing.
+# Debian packages the real peers need (ipmi_sim, systemd-analyze; qemu, its iPXE ROMs and dnsmasq for the PXE
+# boot test); installed only when missing.
 system-packages:
 	@missing=""; \
 	command -v ipmi_sim >/dev/null || missing="$$missing openipmi"; \
 	command -v ipmitool >/dev/null || missing="$$missing ipmitool"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
+	[ -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || missing="$$missing ipxe-qemu"; \
+	[ -e /usr/lib/ipxe/undionly.kpxe ] || missing="$$missing ipxe"; \
+	[ -x /usr/sbin/dnsmasq ] || missing="$$missing dnsmasq-base"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 test: system-packages $(STAMP)
