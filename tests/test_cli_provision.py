@@ -18,7 +18,8 @@ from inventory.db import make_engine
 from inventory.service import Inventory
 from tests.lab.common import REPO, Process, free_port, wait_until
 from tests.lab.installed_host import InstalledHost
-from tests.test_provisioning import PASSWORD, _settings, act_as_node, bmc, client_key, credentials, populate  # noqa: F401
+from tests.test_provisioning import (  # noqa: F401 (fixtures)
+    PASSWORD, act_as_node, bmc, client_key, credentials, daemon_config, populate)
 
 
 @pytest.fixture
@@ -30,30 +31,15 @@ def inventory_file(sqlite_template, tmp_path):
     engine.dispose()
 
 
-def _config(tmp_path, database, bmc, boot_port: int, ssh_port: int, credentials) -> str:
-    image = _settings(tmp_path, ssh_port).images["debian12"]
-    config = tmp_path / "baie.toml"
-    config.write_text("\n".join([
-        "[database]", f"url = {json.dumps(f'sqlite:///{database}')}",
-        "[api]", f"socket = {json.dumps(str(tmp_path / 'api.sock'))}",
-        "[credentials]", f"directory = {json.dumps(str(credentials))}",
-        "[bmc]", f"redfish_port = {bmc.port}", "power_confirm_seconds = 30",
-        "[provisioning]", f'listen = "127.0.0.1:{boot_port}"', f"ssh_port = {ssh_port}",
-        f"hosts_directory = {json.dumps(str(tmp_path / 'hosts'))}",
-        "[provisioning.images.debian12]", 'family = "debian"', f"kernel = {json.dumps(image.kernel)}",
-        f"initrd = {json.dumps(image.initrd)}", f"repository = {json.dumps(image.repository)}",
-        "[provisioning.profiles.kvm]", 'image = "debian12"', 'pool = "pool-a"', "disks = 2",
-    ]) + "\n")
-    return str(config)
-
-
 async def test_provision_follows_the_daemon_to_the_pool_then_release_and_history(
         tmp_path, inventory_file, bmc, credentials, client_key):  # noqa: F811
     database, inventory = inventory_file
     populate(inventory, bmc, extra=("hv-2",))
     boot_port = free_port()
     async with InstalledHost(client_key.export_public_key().decode().strip(), bmc.NIC_MAC) as host:
-        config = _config(tmp_path, database, bmc, boot_port, host.port, credentials)
+        config = daemon_config(tmp_path, f"sqlite:///{database}", credentials, socket=tmp_path / "api.sock",
+                               bmc_port=bmc.port, listen=f"127.0.0.1:{boot_port}", bmc=("power_confirm_seconds = 30",),
+                               provisioning=(f"ssh_port = {host.port}",), profile=('pool = "pool-a"', "disks = 2"))
         daemon = Process([sys.executable, "-m", "daemon", "--config", config], log=tmp_path / "daemon.log", cwd=REPO)
         try:
             wait_until(lambda: daemon.alive() and (tmp_path / "api.sock").is_socket(), deadline=30,

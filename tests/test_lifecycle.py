@@ -3,7 +3,6 @@ the daemon as a real process, SIGKILLed mid-provisioning and restarted."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -23,9 +22,8 @@ from inventory.lifecycle import ALLOWED, DAEMON, FAILED, OPERATOR, TRANSITIONS, 
 from inventory.model import NetworkInterface, Node, NodeState, Provisioning, utcnow
 from inventory.service import Inventory
 from tests.lab.common import REPO, Process, free_port, wait_until
-from tests.lab.redfish import SushyEmulator
 from tests.test_daemon import NotifyListener
-from tests.test_provisioning import _settings, bmc, client_key, credentials, populate  # noqa: F401 (fixtures)
+from tests.test_provisioning import bmc, client_key, credentials, daemon_config, populate  # noqa: F401 (fixtures)
 
 S = NodeState
 MAC = "52:54:00:12:34:56"
@@ -188,23 +186,6 @@ def test_the_daemon_name_persists_per_host(inventory):
 
 
 # ----------------------------------------------------------------------------- a daemon killed mid-way
-def _config(tmp_path, url: str, bmc: SushyEmulator, boot_port: int, credentials) -> str:
-    settings = _settings(tmp_path, 22)
-    image = settings.images["debian12"]
-    config = tmp_path / "baie.toml"
-    config.write_text("\n".join([
-        "[database]", f"url = {json.dumps(url)}",
-        "[api]", f"socket = {json.dumps(str(tmp_path / 'run' / 'api.sock'))}",
-        "[credentials]", f"directory = {json.dumps(str(credentials))}",
-        "[bmc]", f"redfish_port = {bmc.port}",
-        "[provisioning]", f'listen = "127.0.0.1:{boot_port}"', f"hosts_directory = {json.dumps(str(tmp_path / 'hosts'))}",
-        "[provisioning.images.debian12]", 'family = "debian"', f"kernel = {json.dumps(image.kernel)}",
-        f"initrd = {json.dumps(image.initrd)}", f"repository = {json.dumps(image.repository)}",
-        "[provisioning.profiles.kvm]", 'image = "debian12"',
-    ]) + "\n")
-    return str(config)
-
-
 def _start(tmp_path, config: str, notify: NotifyListener) -> Process:
     daemon = Process([sys.executable, "-m", "daemon", "--config", config], log=tmp_path / "daemon.log", cwd=REPO,
                      env={"NOTIFY_SOCKET": notify.address, "PYTHONUNBUFFERED": "1"})
@@ -237,7 +218,8 @@ def test_a_daemon_killed_mid_provisioning_fails_the_node_at_restart(tmp_path, sq
     populate(inventory, bmc, extra=("hv-2",))
     engine.dispose()
     boot_port = free_port()
-    config = _config(tmp_path, database_url, bmc, boot_port, credentials)
+    config = daemon_config(tmp_path, database_url, credentials, socket=tmp_path / "run" / "api.sock", bmc_port=bmc.port,
+                           listen=f"127.0.0.1:{boot_port}")
     notify = NotifyListener(f"@baie-test-{uuid.uuid4().hex}")
     daemon = _start(tmp_path, config, notify)
     try:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import secrets
+from pathlib import Path
 
 import asyncssh
 import httpx
@@ -88,6 +89,27 @@ def _settings(tmp_path, ssh_port: int, **overrides) -> ProvisioningSettings:
                 "kvm-ubuntu": ProfileSettings(image="noble"), "kvm-rocky": ProfileSettings(image="rocky9")}
     return ProvisioningSettings(base_url=BOOT_URL, hosts_directory=tmp_path / "hosts", images=images,
                                 profiles=profiles, ssh_port=ssh_port, timeouts=TIMEOUTS, **overrides)
+
+
+def daemon_config(directory: Path, database_url: str, credentials: Path, *, socket: Path, bmc_port: int, listen: str,
+                  bmc: tuple[str, ...] = (), provisioning: tuple[str, ...] = (), tables: tuple[str, ...] = (),
+                  profile: tuple[str, ...] = ()) -> str:
+    """A config file for a real daemon process that provisions: the debian12 image of ``_settings`` and
+    profile kvm; the tuples are more TOML lines for [bmc], [provisioning], tables of their own, and the profile."""
+    image = _settings(directory, 22).images["debian12"]
+    config = directory / "baie.toml"
+    config.write_text("\n".join([
+        "[database]", f"url = {json.dumps(database_url)}",
+        "[api]", f"socket = {json.dumps(str(socket))}",
+        "[credentials]", f"directory = {json.dumps(str(credentials))}",
+        "[bmc]", f"redfish_port = {bmc_port}", *bmc,
+        "[provisioning]", f"listen = {json.dumps(listen)}", f"hosts_directory = {json.dumps(str(directory / 'hosts'))}",
+        *provisioning, *tables,
+        "[provisioning.images.debian12]", 'family = "debian"', f"kernel = {json.dumps(image.kernel)}",
+        f"initrd = {json.dumps(image.initrd)}", f"repository = {json.dumps(image.repository)}",
+        "[provisioning.profiles.kvm]", 'image = "debian12"', *profile,
+    ]) + "\n")
+    return str(config)
 
 
 def populate(inventory: Inventory, bmc: SushyEmulator, *, budget: float = 3000.0, amperage: float = 16.0,
