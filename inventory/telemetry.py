@@ -14,6 +14,7 @@ labelled ``circuit=facility`` (a CDU's primary side: the facility water feeding 
 from __future__ import annotations
 
 import enum
+import itertools
 import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -104,14 +105,19 @@ def _quote(value: str) -> str:
 
 # ------------------------------------------------------------------------------------ store and keep
 _STORED = ("metric", "labels", "series", "value", "time")
+ROWS_PER_STATEMENT = 1000  # x 5 parameters: well under SQLite's 32,766
 
 
 def store_readings(inventory: Inventory, readings: Iterable[ReadingIn]) -> int:
-    """Insert a batch of ``(metric, labels, value, time)`` in one executemany; returns how many.
+    """Insert a batch of ``(metric, labels, value, time)``; returns how many.
 
-    The telemetry loop's hot path (a poll of a server is ~20 readings): the rows go to the driver as they
-    are, converted by the column types' own bind processors, each timestamp once per batch. SQLAlchemy's
-    per-row parameter handling cost more CPU than the database's insert."""
+    The telemetry loop's hot path (a poll of a server is ~20 readings), measured in bench/:
+    - the rows go to the driver as they are, converted by the column types' own bind processors, each
+      timestamp once per batch: SQLAlchemy's per-row parameter handling cost more CPU than the insert;
+    - with a positional driver (SQLite), one INSERT carries up to ROWS_PER_STATEMENT rows: sqlite3's
+      executemany lets go of the GIL and takes it back for every row, and each time waits for the busy
+      event loop thread to hand it over, so that a batch written while the loop polled took seconds and
+      the readings piled up. PostgreSQL (named parameters) gets one executemany."""
     readings = list(readings)
     if not readings:
         return 0
@@ -121,19 +127,22 @@ def store_readings(inventory: Inventory, readings: Iterable[ReadingIn]) -> int:
         compiled = insert(table).compile(dialect=dialect, column_keys=list(_STORED))
         to_json, to_time = (table.c[name].type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
                             for name in ("labels", "time"))
-        if compiled.positional:  # the driver's order of the columns
-            arrange = operator.itemgetter(*(_STORED.index(key) for key in compiled.positiontup))
-        else:
-            def arrange(row: tuple) -> dict:
-                return dict(zip(_STORED, row))
         times: dict[datetime, object] = {}
         rows = []
         for metric, labels, value, time in readings:
             if (stamp := times.get(time)) is None:
                 stamp = times[time] = to_time(_utc(time))
-            rows.append(arrange((metric, to_json(labels), series(labels), value, stamp)))
-        conn.exec_driver_sql(compiled.string, rows)
-    return len(readings)
+            rows.append((metric, to_json(labels), series(labels), value, stamp))
+        if not compiled.positional:
+            conn.exec_driver_sql(compiled.string, [dict(zip(_STORED, row)) for row in rows])
+            return len(rows)
+        arrange = operator.itemgetter(*(_STORED.index(key) for key in compiled.positiontup))
+        head, _, values = compiled.string.partition(" VALUES ")
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start:start + ROWS_PER_STATEMENT]
+            conn.exec_driver_sql(f"{head} VALUES {', '.join([values] * len(chunk))}",
+                                 tuple(itertools.chain.from_iterable(map(arrange, chunk))))
+    return len(rows)
 
 
 class _bucket(FunctionElement):
