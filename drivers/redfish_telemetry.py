@@ -593,10 +593,12 @@ class RedfishPoller:
         """Log out of every session (best effort: a BMC that is down keeps its session until it expires)."""
         if self._session is None:
             return
-        await asyncio.gather(*(bmc.logout() for bmc in self._bmcs.values()), return_exceptions=True)
-        await self._session.close()
-        self._session = None
-        self._bmcs.clear()
+        try:
+            await asyncio.gather(*(bmc.logout() for bmc in self._bmcs.values()), return_exceptions=True)
+        finally:  # cut short by the caller's deadline, too: the connections are closed all the same
+            session, self._session = self._session, None
+            self._bmcs.clear()
+            await session.close()
 
     def _bmc(self, target: BmcTarget) -> _Bmc:
         key = (target.scheme, target.address, target.port)
