@@ -98,18 +98,18 @@ class Discovery:
         self.bmc = access.settings
 
     async def probe(self, address: str, protocols: list[str]) -> list[ProbeResult]:
+        """Every protocol at once: an address where nothing answers costs one timeout, not one per protocol.
+        A Redfish BMC usually speaks IPMI too: one node, found by Redfish."""
         timeout = self.settings.probe_timeout_seconds
-        found = []
+        probes = {}
         if BmcProtocol.REDFISH in protocols:
-            hit = await probe_redfish(address, self.bmc.redfish_port, timeout=timeout,
-                                      scheme=self.bmc.redfish_scheme)
-            if hit:
-                found.append(hit)
-        if BmcProtocol.IPMI in protocols and not found:  # a Redfish BMC usually speaks IPMI too: one node
-            hit = await probe_ipmi(address, self.bmc.ipmi_port, timeout=timeout)
-            if hit:
-                found.append(hit)
-        return found
+            probes[BmcProtocol.REDFISH] = probe_redfish(address, self.bmc.redfish_port, timeout=timeout,
+                                                        scheme=self.bmc.redfish_scheme)
+        if BmcProtocol.IPMI in protocols:
+            probes[BmcProtocol.IPMI] = probe_ipmi(address, self.bmc.ipmi_port, timeout=timeout)
+        hits = dict(zip(probes, await asyncio.gather(*probes.values())))
+        hit = hits.get(BmcProtocol.REDFISH) or hits.get(BmcProtocol.IPMI)
+        return [hit] if hit else []
 
     async def sweep(self, targets: list[tuple[str, list[str]]], progress: Progress | None = None) -> list[ProbeResult]:
         gate = asyncio.Semaphore(self.settings.concurrency)
