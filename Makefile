@@ -43,8 +43,11 @@ test: system-packages $(STAMP)
 demo: system-packages $(STAMP)
 	$(BIN)/python -m tests.lab.demo
 
+# The fleet benchmark (~12 min; BENCH_ARGS=--quick for a ~3 min smoke run): results in bench/results/.
+BENCH_ARGS ?=
 bench: system-packages $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-state .pytest_cache

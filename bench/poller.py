@@ -1,0 +1,314 @@
+"""The daemon's telemetry loop under load, in its own process (so that its CPU time, RSS, fds and threads are
+its own).
+
+``python -m bench.poller CONFIG.json OUT.json``. The config names the fleet (net, count, port, pinned
+fingerprint, tarpit share) and the loop's interval. This builds what the daemon would have: a SQLite
+inventory migrated to head holding one node per BMC (address, port, pinned certificate), a credential
+directory with ``bmc-default``, the bounded thread pool, and ``daemon.telemetry.TelemetryLoop`` with its DB
+writer, settings at their defaults but for the interval. The one piece of instrumentation is a wrapper
+around ``_Device.poll`` that records when each poll started and ended and whether it failed.
+
+The loop polls every BMC at once when it starts (login + discovery of each BMC's resources: the *first*
+cycle), then every ``interval`` seconds (each poll up to ``jitter`` x interval late, the daemon's default).
+Measured over ``cycles`` steady cycles after the first two (the first, and one to settle): each cycle's wall time (first poll started → last
+poll done: the fleet's full cycle), polls/s, process CPU per poll (everything: event loop, DB writer,
+threads) and the event loop thread's share, poll latency p50/p99 of healthy BMCs (the whole ``poll()``,
+waiting for a slot included), polls per healthy BMC per interval, and RSS/fds/threads once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvloop
+
+from bench.fleet import PASSWORD, USERNAME, address, raise_fd_limit, role
+
+SAMPLE_SECONDS = 1.0
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_stats() -> dict[str, float]:
+    status = Path("/proc/self/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return {"rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1), "threads": int(fields["Threads"]),
+            "fds": len(os.listdir("/proc/self/fd"))}
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def loop_thread_cpu() -> float:
+    """CPU seconds of the main thread (the event loop); the rest of the process is the thread pool."""
+    fields = Path(f"/proc/self/task/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def fill_nodes(url: str, count: int, net: int = 1, port: int = 443, fingerprint: str | None = None) -> None:
+    """A migrated inventory with one site, racks of 40 and ``count`` enrolled nodes whose BMCs are
+    ``address(net, i):port`` (Redfish, state ok, the certificate pinned when ``fingerprint`` is given)."""
+    from sqlalchemy import insert
+
+    from inventory.db import make_engine, upgrade
+    from inventory.model import Location, Node, Rack, Site
+
+    per_rack = 40
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(insert(Site.__table__), [{"id": 1, "name": "bench", "country_code": "FR",
+                                               "jurisdiction": "EU", "role": "primary"}])
+        conn.execute(insert(Location.__table__), [{"id": 1, "site_id": 1, "name": "hall-1"}])
+        racks = -(-count // per_rack)
+        conn.execute(insert(Rack.__table__), [{"id": r + 1, "site_id": 1, "location_id": 1, "name": f"R{r:04d}",
+                                               "u_height": 42} for r in range(racks)])
+        now = datetime.now(UTC)
+        conn.execute(insert(Node.__table__), [{
+            "name": f"node-{i:05d}", "site_id": 1, "rack_id": i // per_rack + 1, "position": i % per_rack + 1,
+            "u_height": 1, "face": "front", "serial": f"SIM{i:07d}", "uuid": f"00000000-0000-4000-8000-{i:012d}",
+            "manufacturer": "Baie Sim", "model": "SimServer 1U", "bmc_address": address(net, i), "bmc_port": port,
+            "bmc_protocol": "redfish", "bmc_state": "ok", "bmc_tls_fingerprint": fingerprint, "state": "available",
+            "power_state": "on", "bios_version": "1.2.3", "bmc_firmware": "2.61", "created_at": now,
+            "updated_at": now} for i in range(count)])
+    engine.dispose()
+
+
+def credential_store(directory: Path):
+    from daemon.credentials import CredentialStore
+
+    directory.mkdir(mode=0o700)
+    path = directory / "bmc-default"
+    path.touch(mode=0o600)
+    path.write_text(f"{USERNAME}:{PASSWORD}\n")
+    return CredentialStore(directory)
+
+
+class Recorder:
+    """Every poll's (cycle, start, end, ok), per device, from a wrapper around ``_Device.poll``."""
+
+    def __init__(self) -> None:
+        self.polls: list[tuple[str, int, float, float, bool]] = []
+        self.cycles: collections.Counter[str] = collections.Counter()
+
+    def install(self) -> None:
+        from daemon.telemetry import _Device
+
+        original = _Device.poll
+        recorder = self
+
+        async def poll(device: _Device) -> None:
+            start = time.monotonic()
+            await original(device)
+            cycle = recorder.cycles[device.spec.address]
+            recorder.cycles[device.spec.address] += 1
+            recorder.polls.append((device.spec.address, cycle, start, time.monotonic(), device.failures == 0))
+
+        _Device.poll = poll
+
+    def watch_gc(self) -> None:
+        """Seconds spent in the cyclic garbage collector, by generation (a full collection walks every object
+        the daemon holds: with 10,000 BMCs, that is millions)."""
+        self.gc_seconds = [0.0, 0.0, 0.0]
+        self.gc_count = [0, 0, 0]
+        began = [0.0]
+
+        self.gc_events: list[tuple[float, int, float, int]] = []  # (end, generation, seconds, collected)
+
+        def callback(phase: str, info: dict) -> None:
+            if phase == "start":
+                began[0] = time.perf_counter()
+            else:
+                took = time.perf_counter() - began[0]
+                self.gc_seconds[info["generation"]] += took
+                self.gc_count[info["generation"]] += 1
+                self.gc_events.append((time.monotonic(), info["generation"], took, info["collected"]))
+
+        gc.callbacks.append(callback)
+
+    def done(self, count: int, cycles: int) -> bool:
+        return len(self.cycles) == count and min(self.cycles.values()) >= cycles
+
+
+async def run(config: dict, workdir: Path) -> dict:
+    from prometheus_client import CollectorRegistry
+
+    from daemon.bmc import BmcAccess
+    from daemon.config import BmcSettings, DaemonSettings, TelemetrySettings
+    from daemon.executor import install_executor
+    from daemon.telemetry import TelemetryLoop
+    from inventory.db import make_engine
+    from inventory.service import Inventory
+
+    net, count, interval, cycles = config["net"], config["count"], config["interval"], config["cycles"]
+    roles = {address(net, i): role(i, config.get("tarpit_share", 0.0)) for i in range(count)}
+    url = f"sqlite:///{workdir / 'inventory.db'}"
+    fill_nodes(url, count, net, config["port"], config["fingerprint"])
+    store = credential_store(workdir / "credentials")
+    settings = TelemetrySettings(bmc_interval_seconds=interval, refresh_seconds=3600,
+                                 request_timeout_seconds=config.get("timeout", 10.0))
+    install_executor(asyncio.get_running_loop(), DaemonSettings().workers)
+    engine = make_engine(url)
+    registry = CollectorRegistry()
+    recorder = Recorder()
+    recorder.install()
+    recorder.watch_gc()
+    loop = TelemetryLoop(settings, Inventory(engine), BmcAccess(
+        BmcSettings(redfish_port=config["port"], redfish_scheme="https"), store), store, registry)
+    samples: list[dict] = []
+
+    def sample() -> None:
+        samples.append({"t": time.monotonic(), "cpu": cpu_seconds(), "loop_cpu": loop_thread_cpu(),
+                        "queued": registry.get_sample_value("baie_telemetry_queued_readings"),
+                        "frozen": gc.get_freeze_count(), **process_stats()})
+
+    gc.collect()
+    started = time.monotonic()
+    sample()
+    loop.start()
+    # Cycle 1 settles (the first cycle may overrun the interval, and the loop collapses missed runs); steady
+    # cycle c >= 2 starts at about S2 + (c - 2) * interval, S2 the first start of cycle 2: the run ends once
+    # every device has done its cycles and the last cycle's interval is over.
+    deadline = started + config.get("max_seconds", 600 + (cycles + 2) * interval * 4)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(SAMPLE_SECONDS)
+        sample()
+        starts = [p[2] for p in recorder.polls if p[1] == 2]
+        if recorder.done(count, cycles + 2) and time.monotonic() >= min(starts) + cycles * interval:
+            break
+    profile_text = None
+    if config.get("profile"):  # one more interval under pyinstrument (the event loop thread only)
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.002, async_mode="disabled")
+        profiler.start()
+        await asyncio.sleep(interval)
+        profiler.stop()
+        profile_text = profiler.output_text(unicode=False, color=False, show_all=False)
+    stop0 = time.monotonic()
+    await loop.stop()
+    stop_s = time.monotonic() - stop0
+    sample()
+    engine.dispose()
+    written = registry.get_sample_value("baie_telemetry_readings_written_total") or 0
+    batches = registry.get_sample_value("baie_telemetry_batches_written_total") or 0
+    out = summarize(recorder.polls, roles, samples, started, interval, cycles)
+    window0, window1 = out["steady"]["window"]
+    steady_gc = [e for e in recorder.gc_events if window0 <= e[0] <= window1]
+    out["steady"]["gc"] = {f"gen{g}": {"collections": sum(e[1] == g for e in steady_gc),
+                                       "seconds": round(sum(e[2] for e in steady_gc if e[1] == g), 2),
+                                       "collected": sum(e[3] for e in steady_gc if e[1] == g)} for g in range(3)}
+    print(f"  [poller gc, steady] {json.dumps(out['steady']['gc'])}", file=sys.stderr, flush=True)
+    out.update({"count": count, "roles": dict(collections.Counter(roles.values())), "interval_s": interval,
+                "cycles": cycles, "max_in_flight": settings.max_in_flight, "jitter": settings.jitter,
+                "workers": DaemonSettings().workers, "readings_written": int(written), "batches": int(batches),
+                "stop_s": round(stop_s, 2), "end": process_stats(),
+                "gc_seconds_by_generation": [round(x, 2) for x in recorder.gc_seconds],
+                "gc_collections_by_generation": recorder.gc_count,
+                "scheduler": "daemon.telemetry.TelemetryLoop (SQLite inventory, DB writer)"})
+    if profile_text:
+        Path(config["profile"]).write_text(profile_text)
+    return out
+
+
+def _cpu_at(samples: list[dict], t: float, key: str = "cpu") -> float:
+    """Process CPU at time ``t``, interpolated between the once-a-second samples."""
+    before = max((s for s in samples if s["t"] <= t), key=lambda s: s["t"], default=samples[0])
+    after = min((s for s in samples if s["t"] >= t), key=lambda s: s["t"], default=samples[-1])
+    if after["t"] == before["t"]:
+        return before[key]
+    return before[key] + (after[key] - before[key]) * (t - before["t"]) / (after["t"] - before["t"])
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def summarize(polls: list[tuple[str, int, float, float, bool]], roles: dict[str, str], samples: list[dict],
+              started: float, interval: float, cycles: int) -> dict:
+    by_cycle: dict[int, list] = collections.defaultdict(list)
+    for poll in polls:
+        by_cycle[poll[1]].append(poll)
+    first = by_cycle[0]
+    out: dict = {"first": {"polls": len(first), "ok": sum(p[4] for p in first),
+                           "wall_s": round(max(p[3] for p in first) - started, 2)}, "cycles_measured": []}
+    for c in range(2, cycles + 2):
+        got = by_cycle[c]
+        begin, end = min(p[2] for p in got), max(p[3] for p in got)
+        healthy_end = max((p[3] for p in got if roles[p[0]] == "healthy"), default=end)
+        out["cycles_measured"].append({"cycle": c, "polls": len(got), "ok": sum(p[4] for p in got),
+                                       "wall_s": round(end - begin, 2), "healthy_wall_s": round(healthy_end - begin, 2),
+                                       "polls_per_s": round(len(got) / (end - begin), 1)})
+    window0 = min(p[2] for p in by_cycle[2])
+    window1 = window0 + cycles * interval
+    steady = [p for p in polls if window0 <= p[2] < window1]
+    healthy = [p for p in steady if roles[p[0]] == "healthy"]
+    latencies = [p[3] - p[2] for p in healthy if p[4]]
+    cpu = _cpu_at(samples, window1) - _cpu_at(samples, window0)
+    loop_cpu = _cpu_at(samples, window1, "loop_cpu") - _cpu_at(samples, window0, "loop_cpu")
+    n_healthy = sum(r == "healthy" for r in roles.values())
+    in_window = [s for s in samples if window0 <= s["t"] <= window1]
+    out["steady"] = {
+        "window": [window0, window1], "window_s": round(window1 - window0, 2), "polls": len(steady),
+        "failed": sum(not p[4] for p in steady),
+        "cpu_s": round(cpu, 2), "cpu_ms_per_poll": round(1000 * cpu / len(steady), 3) if steady else None,
+        "loop_thread_cpu_ms_per_poll": round(1000 * loop_cpu / len(steady), 3) if steady else None,
+        "cpu_cores_used": round(cpu / (window1 - window0), 2),
+        "latency_p50_ms": _ms(percentile(latencies, 50)), "latency_p99_ms": _ms(percentile(latencies, 99)),
+        "healthy_ok_polls": len(latencies),
+        "queued_readings_max": max((s["queued"] or 0 for s in in_window), default=None),
+        "polls_per_healthy_bmc_per_interval": round(len(latencies) / n_healthy / cycles, 3) if n_healthy else None,
+    }
+    # fds and threads once per cycle (the sample nearest each cycle's start), from the first steady cycle on
+    out["per_cycle_samples"] = [
+        {k: v for k, v in min(samples, key=lambda s: abs(s["t"] - (window0 + c * interval))).items()
+         if k in ("rss_mb", "fds", "threads")} for c in range(cycles + 1)]
+    out["peak_rss_mb"] = max(s["rss_mb"] for s in samples)
+    out["timeline"] = [{"t": round(s["t"] - started, 1), "cpu": round(s["cpu"], 1), "queued": s.get("queued"),
+                        "frozen": s.get("frozen"), "rss_mb": s["rss_mb"]} for s in samples]
+    out["fds_steady"] = [min(s["fds"] for s in in_window), max(s["fds"] for s in in_window)] if in_window else None
+    out["threads_steady"] = [min(s["threads"] for s in in_window),
+                             max(s["threads"] for s in in_window)] if in_window else None
+    shown = {key: out[key] for key in ("first", "cycles_measured", "steady")}
+    print(f"  [poller N={len(roles)}] {json.dumps(shown)}", file=sys.stderr, flush=True)
+    return out
+
+
+def quiet_logs() -> None:
+    """The daemon logs through structlog at debug level by default: keep the benchmark's output readable
+    (a failing device is logged once, at warning level)."""
+    import logging
+
+    import structlog
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+
+
+def main() -> None:
+    quiet_logs()
+    config = json.loads(Path(sys.argv[1]).read_text())
+    raise_fd_limit()
+    with tempfile.TemporaryDirectory(prefix="baie-bench-poller-", dir=config.get("workdir")) as tmp:
+        result = uvloop.run(run(config, Path(tmp)))  # as the daemon runs (daemon.main)
+    Path(sys.argv[2]).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
