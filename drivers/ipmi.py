@@ -29,6 +29,7 @@ import pyghmi.constants as pyghmi_const
 import pyghmi.exceptions as pyghmi_exc
 import structlog
 from pyghmi.ipmi.command import Command
+from pyghmi.ipmi.private import session as pyghmi_session
 from pyghmi.ipmi.sdr import SensorReading as PyghmiReading
 
 from drivers.base import (
@@ -52,6 +53,13 @@ from drivers.base import (
 )
 
 log = structlog.get_logger(__name__)
+
+# pyghmi guards its session tables with two module locks and takes them in both orders: awaitresponse
+# holds WAITING_SESSIONS while a timed-out session resends (send_payload takes KEEPALIVE_SESSIONS), and
+# send_payload holds KEEPALIVE_SESSIONS while _xmit_packet takes WAITING_SESSIONS. With several threads
+# driving sessions they deadlock (seen in bench/: all 16 workers stuck, 2,000 BMCs). One re-entrant lock
+# for both cannot be taken in two orders; pyghmi looks the names up at each use.
+pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
 
 # ------------------------------------------------------------------------------------------ tables
 NETFN_CHASSIS, NETFN_APP, NETFN_STORAGE, NETFN_DCMI = 0x00, 0x06, 0x0A, 0x2C

@@ -11,12 +11,14 @@ import logging
 import secrets
 import shutil
 import socket
+import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 from pyghmi.exceptions import IpmiException
 from pyghmi.ipmi.command import Command
+from pyghmi.ipmi.private import session as pyghmi_session
 
 from drivers.base import (
     AuthFailed,
@@ -290,3 +292,25 @@ async def test_driver_runs_in_a_worker_thread(sim):
     with IpmiDriver(ops.address, ops.port, credentials(ops)) as driver:
         inventory = await asyncio.to_thread(driver.read_inventory)
     assert inventory.serial == "PSN-2002"
+
+
+def test_pyghmi_session_tables_have_one_lock_so_threads_cannot_take_them_in_two_orders():
+    """pyghmi takes WAITING_SESSIONS then KEEPALIVE_SESSIONS in one path and the reverse in another; drivers.ipmi
+    makes them one lock: a thread holding either keeps every other thread out of both."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with pyghmi_session.WAITING_SESSIONS:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(30)
+        assert not pyghmi_session.KEEPALIVE_SESSIONS.acquire(timeout=0.2)
+    finally:
+        release.set()
+        thread.join(30)
+    assert pyghmi_session.KEEPALIVE_SESSIONS.acquire(timeout=30)
+    pyghmi_session.KEEPALIVE_SESSIONS.release()
