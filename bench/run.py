@@ -173,7 +173,7 @@ def section_snmp(scale: Scale, work: Path) -> dict:
     from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
     from drivers.base import DriverError, Secret
-    from drivers.snmp import SnmpPdu, SnmpTarget, SnmpV3User, _mib_view
+    from drivers.snmp import SnmpPdu, SnmpTarget, SnmpV3User, new_engine
 
     out: dict = {"pdus": scale.pdus, "outlets": 24, "processes": scale.snmp_processes, "v3": "SHA-256/AES-128",
                  "data_files_per_process": 24,
@@ -189,8 +189,7 @@ def section_snmp(scale: Scale, work: Path) -> dict:
             engine_cpu = (time.process_time() - t0) / 5
             for e in probe:
                 e.close_dispatcher()
-            engine = SnmpEngine()
-            engine.cache["mibViewController"] = _mib_view()
+            engine = new_engine()
             pdus = [SnmpPdu(t, engine=engine) for t in targets]
             ready_by = time.monotonic() + 120
             for k in range(0, len(pdus), max(1, len(pdus) // scale.snmp_processes)):

@@ -47,7 +47,7 @@ from typing import Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType
+from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, SnmpEngine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
@@ -59,7 +59,8 @@ from daemon.executor import blocking
 from drivers.base import AuthFailed, DriverError, Metric, OutletReading, OutletState, Secret, SensorReading, Timeout
 from drivers.ipmi import IpmiDriver
 from drivers.redfish_telemetry import BmcTarget, DeviceKind, RedfishPoller
-from drivers.snmp import SYS_OBJECT_ID, AuthProtocol, PrivProtocol, SnmpPdu, SnmpTarget, SnmpV3User, _mib_view
+from drivers.snmp import (
+    SYS_OBJECT_ID, AuthProtocol, PrivProtocol, SnmpPdu, SnmpTarget, SnmpV3User, mib_view, new_engine)
 from inventory.enrolment import set_bmc_state
 from inventory.errors import InventoryError
 from inventory.model import (
@@ -259,7 +260,7 @@ class IpmiReader:
 def prepare_snmp() -> None:
     """Build pysnmp's MIB compiler (~5 s of CPU, once per process) here, on a worker thread: pysnmp would
     build it at the first request, on the loop, stalling every poll."""
-    ObjectType(ObjectIdentity(SYS_OBJECT_ID)).resolve_with_mib(_mib_view())
+    ObjectType(ObjectIdentity(SYS_OBJECT_ID)).resolve_with_mib(mib_view())
 
 
 def snmp_target(spec: DeviceSpec, store: CredentialStore, timeout: float) -> SnmpTarget:
@@ -356,6 +357,7 @@ class TelemetryLoop:
         self._refresher: asyncio.Task | None = None
         self._store_ok = True
         self._snmp_prepared = False
+        self._snmp_engines: dict[tuple[SnmpV3User | None, Secret | None], SnmpEngine] = {}
         self._unsettled = 0  # new devices not polled yet
 
     @property
@@ -378,6 +380,9 @@ class TelemetryLoop:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_SECONDS):
                 await self.poller.close()
+        for engine in self._snmp_engines.values():
+            engine.close_dispatcher()
+        self._snmp_engines.clear()
 
     async def rollup(self) -> int:
         # A reading may be stored this long after it was taken: its bucket must not be rolled up before.
@@ -427,8 +432,13 @@ class TelemetryLoop:
     async def reader(self, spec: DeviceSpec) -> Reader:
         timeout = self.settings.request_timeout_seconds
         if spec.protocol == DeviceProtocol.SNMP:
-            # A new SnmpEngine costs ~0.3 s of CPU: not on the loop.
-            return SnmpReader(await blocking(SnmpPdu, snmp_target(spec, self.store, timeout)))
+            target = snmp_target(spec, self.store, timeout)
+            # One engine per credential serves every PDU using it: a new SnmpEngine costs ~0.3 s of CPU
+            # (made off the loop), a thousand PDUs would cost minutes.
+            credential = (target.v3, target.community)
+            if credential not in self._snmp_engines:
+                self._snmp_engines[credential] = await blocking(new_engine)
+            return SnmpReader(SnmpPdu(target, engine=self._snmp_engines[credential]))
         bmc_settings = self.access.settings
         default_port = bmc_settings.ipmi_port if spec.protocol == BmcProtocol.IPMI else bmc_settings.redfish_port
         where = bmc.BmcTarget(site=spec.site, address=spec.address, port=spec.port or default_port,

@@ -189,10 +189,18 @@ def _parse(value: object) -> Value | None:
 
 
 @functools.cache
-def _mib_view() -> view.MibViewController:
-    # pysnmp gives every engine its own MIB view, and with pysmi installed each one builds a MIB parser
-    # (~2 s CPU) on first use. We only send numeric OIDs, so one view serves every engine we create.
+def mib_view() -> view.MibViewController:
+    """The one MIB view of every engine we create: pysnmp gives each engine its own, and with pysmi installed
+    each one builds a MIB parser (~2 s CPU) on first use. We only send numeric OIDs."""
     return view.MibViewController(builder.MibBuilder())
+
+
+def new_engine() -> SnmpEngine:
+    """An SnmpEngine on the shared MIB view (~0.3 s of CPU: not on the event loop). One engine can serve
+    many devices that use the same credentials."""
+    engine = SnmpEngine()
+    engine.cache["mibViewController"] = mib_view()
+    return engine
 
 
 class SnmpClient:
@@ -206,9 +214,7 @@ class SnmpClient:
         self._auth = _auth_data(target)
         self._context = ContextData(contextName=target.context.encode())
         self._own_engine = engine is None
-        self._engine = engine or SnmpEngine()
-        if self._own_engine:
-            self._engine.cache["mibViewController"] = _mib_view()
+        self._engine = engine or new_engine()
         self._transport: UdpTransportTarget | None = None
         self._slots = asyncio.Semaphore(target.max_concurrency)
 
