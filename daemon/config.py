@@ -63,7 +63,7 @@ class BmcSettings(_Section):
 
 class DiscoverySettings(_Section):
     interval_seconds: float = Field(default=3600.0, gt=0)  # scheduled sweep of every site's ranges
-    concurrency: int = Field(default=256, ge=1, le=4096)
+    concurrency: int = Field(default=512, ge=1, le=4096)
     probe_timeout_seconds: float = Field(default=2.0, gt=0)
     enrol_concurrency: int = Field(default=8, ge=1, le=256)
 
