@@ -256,7 +256,7 @@ def section_ipmi(scale: Scale, work: Path) -> dict:
                 RESULTS.mkdir(exist_ok=True)
                 (RESULTS / "ipmi-hang-stacks.txt").write_text(dump.stdout)
                 out["stacks"] = "ipmi-hang-stacks.txt"
-                out["threads_in_pyghmi_lock"] = dump.stdout.count("protect.__enter__")
+                out["threads_in_pyghmi"] = dump.stdout.count("Session.raw_command")
             proc.kill()
             proc.wait()
         if result.exists():
@@ -418,8 +418,8 @@ def targets(results: dict) -> list[dict]:
         if ip.get("cycle2"):
             done.append(f"{ip['cycle2']['seconds']} s warm ({ip['cycle2']['ok']} ok)")
         if ip.get("hung"):
-            done.append(f"then hung: {ip['threads_in_pyghmi_lock']} of {ip['workers']} worker threads waiting on "
-                        f"each other in pyghmi's session lock ({ip['stacks']})")
+            done.append(f"then hung: {ip.get('threads_in_pyghmi', '?')} of {ip['workers']} worker threads stuck "
+                        f"inside pyghmi ({ip.get('stacks', 'no stacks')})")
         row(f"IPMI {ip['bmcs']:,} BMCs power + sensors", "<= 60 s", "; ".join(done),
             all(ip.get(c, {}).get("seconds", 99) <= 60 for c in ("cycle1", "cycle2")) and not ip.get("hung"))
     inv = s.get("inventory", {})

@@ -15,7 +15,7 @@ import structlog
 
 from daemon.config import BmcSettings
 from daemon.credentials import CredentialStore
-from daemon.executor import blocking
+from daemon.executor import blocking, ipmi_blocking
 from drivers.base import (
     ActionNotConfirmed,
     AuthFailed,
@@ -121,11 +121,11 @@ class BmcAccess:
     @asynccontextmanager
     async def open(self, target: BmcTarget) -> AsyncIterator[BmcSession]:
         """One driver (one BMC session) for a sequence of calls; always closed (logged out) at the end."""
-        driver = self.driver(target)
+        bmc = BmcSession(self.driver(target))
         try:
-            yield BmcSession(driver)
+            yield bmc
         finally:
-            await blocking(driver.close)
+            await bmc.run(lambda driver: driver.close())
 
     async def call(self, target: BmcTarget, fn: Callable[[Any], T]) -> T:
         async with self.open(target) as bmc:
@@ -137,8 +137,9 @@ class BmcSession:
         self.driver = driver
 
     async def run(self, fn: Callable[[Any], T]) -> T:
-        """``fn(driver)`` on the bounded thread pool."""
-        return await blocking(fn, self.driver)
+        """``fn(driver)`` on the bounded thread pool (an IPMI driver's on the IPMI pool)."""
+        hop = ipmi_blocking if isinstance(self.driver, IpmiDriver) else blocking
+        return await hop(fn, self.driver)
 
 
 def node_target(node: Any) -> BmcTarget:

@@ -98,8 +98,10 @@ class TelemetrySettings(_Section):
 
 
 class DaemonSettings(_Section):
-    # Threads for every blocking call (the ORM, sushy, pyghmi): the bound on how many run at once.
+    # Threads for the blocking calls (the ORM, sushy): the bound on how many run at once.
     workers: int = Field(default=16, ge=1, le=256)
+    # Threads for pyghmi's calls, apart: one that hangs never takes a thread the database needs.
+    ipmi_workers: int = Field(default=8, ge=1, le=256)
 
 
 class ImageSettings(_Section):

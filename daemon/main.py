@@ -243,7 +243,7 @@ class _Server(uvicorn.Server):
 async def serve(settings: Settings, inventory: Inventory, store: CredentialStore,
                 listeners: list[tuple[socket.socket, Secret | None]], boot: socket.socket | None = None) -> int:
     loop = asyncio.get_running_loop()
-    install_executor(loop, settings.daemon.workers)
+    install_executor(loop, settings.daemon.workers, settings.daemon.ipmi_workers)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -8,7 +8,7 @@ never starts while the previous one runs. The device list is reloaded every ``re
 What is polled:
 - nodes with a BMC address, not planned or retired, whose BMC state is ``ok`` or ``unreachable`` (auth
   failures and certificate mismatches wait for the operator): Redfish through the shared aiohttp poller
-  (TLS pinned to ``bmc_tls_fingerprint``), IPMI through ``IpmiDriver.read_sensors`` on the thread pool;
+  (TLS pinned to ``bmc_tls_fingerprint``), IPMI through ``IpmiDriver.read_sensors`` on the IPMI thread pool;
   credentials as for every BMC action (``daemon.bmc.credential_names``);
 - PDUs and CDUs with an address: Redfish ones through the poller, with the same credential names as BMCs,
   verified against ``bmc.ca_bundle`` or else the system CAs; SNMP PDUs through ``SnmpPdu``.
@@ -55,7 +55,7 @@ from daemon import bmc
 from daemon.bmc import ERROR_STATES, BmcAccess
 from daemon.config import TelemetrySettings
 from daemon.credentials import CredentialError, CredentialStore
-from daemon.executor import blocking
+from daemon.executor import blocking, ipmi_blocking
 from drivers.base import AuthFailed, DriverError, Metric, OutletReading, OutletState, Secret, SensorReading, Timeout
 from drivers.ipmi import IpmiDriver
 from drivers.redfish_telemetry import BmcTarget, DeviceKind, RedfishPoller
@@ -250,11 +250,11 @@ class IpmiReader:
 
     async def read(self) -> list[SensorReading]:
         if self._running is None or self._running.done():
-            self._running = asyncio.ensure_future(blocking(self.driver.read_sensors))
+            self._running = asyncio.ensure_future(ipmi_blocking(self.driver.read_sensors))
         return await asyncio.shield(self._running)
 
     async def close(self) -> None:
-        await blocking(self.driver.close)
+        await ipmi_blocking(self.driver.close)
 
 
 def prepare_snmp() -> None:

@@ -1,6 +1,6 @@
 """IPMI-over-LAN driver on pyghmi: power, boot device, FRU inventory, SDR sensors, DCMI power.
 
-pyghmi is blocking; the daemon calls an ``IpmiDriver`` through one ``asyncio.to_thread`` hop. pyghmi keeps
+pyghmi is blocking; the daemon calls an ``IpmiDriver`` on its IPMI thread pool (``ipmi_blocking``). pyghmi keeps
 the RMCP+ session (login, integrity, encryption, retries); the commands themselves are sent with
 ``xraw_command`` so that every failure arrives with its IPMI completion code, which we map through the
 tables below instead of reading pyghmi's messages.
