@@ -36,7 +36,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -483,8 +482,22 @@ class _Child:
         return out
 
 
+class _Processes:
+    """What every fleet shares: its processes (each with ``proc`` and ``stop()``), their PIDs, stopping them."""
+
+    children: list
+
+    def pids(self) -> list[int]:
+        return [child.proc.pid for child in self.children]
+
+    def __exit__(self, *exc: object) -> None:
+        for child in self.children:
+            child.stop()
+        self.children.clear()
+
+
 @dataclass
-class RedfishFleet:
+class RedfishFleet(_Processes):
     """Redfish BMCs ``address(net, i)`` for i in range(count), served by ceil(count / PER_PROCESS) processes.
 
     ``hosts`` replaces the generated addresses (discovery: live and blackholed addresses of a range).
@@ -529,13 +542,6 @@ class RedfishFleet:
             raise
         return self
 
-    def pids(self) -> list[int]:
-        return [c.proc.pid for c in self.children]
-
-    def __exit__(self, *exc: object) -> None:
-        for child in self.children:
-            child.stop()
-        self.children.clear()
 
 
 # ------------------------------------------------------------------------------------------- SNMP fleet
@@ -576,7 +582,7 @@ def write_pdu_snmprec(path: Path, i: int, outlets: int = 24) -> None:
 
 
 @dataclass
-class SnmpFleet:
+class SnmpFleet(_Processes):
     """``count`` PDUs over ``processes`` snmpsim processes. PDU i answers at pdu_address(i):SNMP_PORT, v3
     context ``context(i)`` (every endpoint of a process serves that process's data files)."""
 
@@ -630,13 +636,6 @@ class SnmpFleet:
             raise
         return self
 
-    def pids(self) -> list[int]:
-        return [p.proc.pid for p in self.children]
-
-    def __exit__(self, *exc: object) -> None:
-        for child in self.children:
-            child.stop()
-        self.children.clear()
 
 
 # ------------------------------------------------------------------------------------------- IPMI fleet
@@ -649,7 +648,7 @@ def ipmi_address(group: int, i: int) -> str:
 
 
 @dataclass
-class IpmiFleet:
+class IpmiFleet(_Processes):
     """``count`` IPMI BMCs, 100 per ipmi_sim process (the peer's make_fleet.py), BMC i of group g on
     127.3.g.(i+1):IPMI_PORT, user admin/password."""
 
@@ -680,13 +679,6 @@ class IpmiFleet:
             raise
         return self
 
-    def pids(self) -> list[int]:
-        return [p.proc.pid for p in self.children]
-
-    def __exit__(self, *exc: object) -> None:
-        for child in self.children:
-            child.stop()
-        self.children.clear()
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -32,6 +32,7 @@ from bench.fleet import (
 from bench.poller import fill_nodes, quiet_logs
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ARTEFACTS = "artefacts"  # beside the sections' work directories: files copied beside the results at the end
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -105,10 +106,8 @@ def section_redfish(scale: Scale, work: Path) -> dict:
             "net": 1, "port": REDFISH_PORT, "ca_bundle": str(cert), "warm_count": scale.baseline_bmcs,
             "duration": scale.baseline_seconds}, work, "baseline", timeout=1800)
         out["baseline"]["loadavg"] = [load0, loadavg()]
-    profile = work / "profile-loop.txt"
-    if profile.exists():
-        RESULTS.mkdir(exist_ok=True)
-        shutil.copy(profile, RESULTS / "profile-redfish-loop.txt")
+    if (work / "profile-loop.txt").exists():
+        (work / "profile-loop.txt").rename(work.parent / ARTEFACTS / "profile-redfish-loop.txt")
     return out
 
 
@@ -253,8 +252,7 @@ def section_ipmi(scale: Scale, work: Path) -> dict:
                                   timeout=60) if spy.exists() else None
             out["hung"] = f"not done within {scale.ipmi_deadline:g} s: killed"
             if dump is not None:
-                RESULTS.mkdir(exist_ok=True)
-                (RESULTS / "ipmi-hang-stacks.txt").write_text(dump.stdout)
+                (work.parent / ARTEFACTS / "ipmi-hang-stacks.txt").write_text(dump.stdout)
                 out["stacks"] = "ipmi-hang-stacks.txt"
                 out["threads_in_pyghmi"] = dump.stdout.count("Session.raw_command")
             proc.kill()
@@ -471,7 +469,10 @@ def main() -> int:
                      "scale": scale.__dict__, "sections": {},
                      "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                  "loadavg_start": loadavg()}}
+    output = args.output or (RESULTS / "quick" if args.quick else RESULTS / "partial" if args.only else RESULTS)
+    output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="baie-bench-") as tmp:
+        (Path(tmp) / ARTEFACTS).mkdir()
         for name in chosen:
             work = Path(tmp) / name
             work.mkdir()
@@ -483,9 +484,10 @@ def main() -> int:
                 results["sections"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             results["sections"][name]["section_seconds"] = round(time.monotonic() - t0, 1)
             log(f"{name} done in {time.monotonic() - t0:.0f} s")
+        for artefact in (Path(tmp) / ARTEFACTS).iterdir():  # profiles and stacks, beside the results they explain
+            shutil.copy(artefact, output / artefact.name)
     results["machine"]["loadavg_end"] = loadavg()
     results["seconds"] = time.monotonic() - started
-    output = args.output or (RESULTS / "quick" if args.quick else RESULTS / "partial" if args.only else RESULTS)
     if args.merge and (output / "results.json").exists():
         earlier = json.loads((output / "results.json").read_text())
         earlier["sections"].update(results["sections"])
@@ -494,7 +496,6 @@ def main() -> int:
         results = earlier
     rows = targets(results)
     results["targets"] = rows
-    output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (output / "results.md").write_text(markdown(results, rows))
     print(markdown(results, rows))
