@@ -72,9 +72,10 @@ def current_revision(url: str) -> str | None:
 class JobLock:
     """One daemon at a time runs the job ``name`` against a database that daemons on several hosts share.
 
-    PostgreSQL: a session advisory lock on a connection of its own, which is closed (not pooled) at release,
-    so a lock can never outlive its holder: a daemon that dies or loses the database frees it with its
-    connection. SQLite serves the daemon of one host: always granted.
+    PostgreSQL: a session advisory lock on a connection held for the job; a daemon that dies or loses the
+    database frees it with its connection. At release the lock is given back and the connection returns to
+    the pool; a connection whose unlock fails is closed instead, so a lock never outlives its job. SQLite
+    serves the daemon of one host: always granted.
     """
 
     def __init__(self, engine: Engine, name: str) -> None:
@@ -95,14 +96,24 @@ class JobLock:
             self._discard(connection)
             raise
         if not taken:
-            self._discard(connection)
+            connection.close()
             return False
         self._connection = connection
         return True
 
     def release(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:
+        if connection is None:
+            return
+        try:
+            unlocked = connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}).scalar_one()
+            connection.commit()
+        except BaseException:
+            self._discard(connection)
+            raise
+        if unlocked:
+            connection.close()  # back to the pool
+        else:
             self._discard(connection)
 
     @staticmethod

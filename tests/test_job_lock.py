@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from sqlalchemy import text
 
 from daemon.main import once_per_database
 from inventory.db import JobLock, make_engine
@@ -81,3 +82,17 @@ def test_sqlite_serves_one_host_so_the_lock_is_always_granted(sqlite_template):
         assert JobLock(engine, "alerts").acquire() and JobLock(engine, "alerts").acquire()
     finally:
         engine.dispose()
+
+
+def test_a_released_lock_leaves_no_lock_on_the_pooled_connection(engines):
+    here, there = engines
+    first = JobLock(here, "webhooks")
+    assert first.acquire()
+    first.release()  # its connection went back to here's pool
+    again = JobLock(there, "webhooks")
+    assert again.acquire()  # so nothing in here's pool still holds it
+    again.release()
+    with here.connect() as connection:  # here's pooled connection holds no advisory lock at all
+        held = connection.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                       "AND pid = pg_backend_pid()")).scalar_one()
+    assert held == 0
