@@ -40,7 +40,7 @@ from inventory.model import (
 )
 from inventory.service import Inventory
 from inventory.telemetry import NODE_POWER, ReadingIn, store_readings
-from tests.lab.common import free_port
+from tests.lab.common import eventually, free_port
 from tests.lab.installed_host import DISKS, InstalledHost
 from tests.lab.redfish import SushyEmulator
 
@@ -170,10 +170,7 @@ async def act_as_node(boot: httpx.AsyncClient, inventory: Inventory, node: str, 
     async def powered_on() -> bool:
         return any(e.kind == "power.action" for e in inventory.events(subject=f"node/{node}"))
 
-    for _ in range(120):
-        if await powered_on():
-            break
-        await asyncio.sleep(0.5)
+    await eventually(powered_on, deadline=60, what=f"{node} powered on", interval=0.5)
     script = await boot.get("/boot/ipxe", params={"mac": mac})
     assert script.status_code == 200 and script.text.startswith("#!ipxe\n"), script.text
     kernel = re.search(r"^kernel --name vmlinuz (\S+) initrd=initrd .*url=(\S+)", script.text, re.M)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from inventory.model import (
     Site,
 )
 from inventory.telemetry import WATER_CP_KJ_PER_KG_K, WATER_DENSITY_KG_PER_L, loop_cooling, rack_power, site_totals
-from tests.lab.common import MOCKUPS
+from tests.lab.common import MOCKUPS, eventually
 from tests.lab.redfish import SushyStatic
 from tests.lab.snmp import SimUser, SnmpSim
 
@@ -209,11 +208,7 @@ async def running(inventory, store) -> AsyncIterator[Callable[..., Run]]:
 
 
 async def wait_for(check: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not within {deadline}s")
-        await asyncio.sleep(0.05)
+    await eventually(check, deadline=deadline, what=what)
 
 
 def rows(inventory, **labels: str) -> int:

@@ -23,7 +23,7 @@ from inventory.db import make_engine
 from inventory.enrolment import set_bmc_state
 from inventory.model import BmcState, Event, Node, Notification
 from inventory.service import Inventory
-from tests.lab.common import REPO, Process, free_port
+from tests.lab.common import REPO, Process, eventually, free_port
 from tests.lab.receiver import Receiver
 from tests.test_alerts import KEY, T0, Clock, machinery, make_settings, populate, tick
 from tests.test_daemon import NotifyListener
@@ -254,11 +254,11 @@ async def test_alerts_raised_before_a_sigkill_arrive_once_each_after_the_restart
 
         daemon = start()
         async with Receiver({"/a": base64.b64decode(WHSEC[6:]), "/b": RAW.encode()}, port=port) as receiver:
-            end = time.monotonic() + 30
-            while any(n.state != "delivered" for n in notifications(inventory)):
-                assert time.monotonic() < end, f"not delivered: {notifications(inventory)}\n{daemon.output()}"
+            def delivered() -> bool:
                 assert daemon.alive(), daemon.output()
-                await asyncio.sleep(0.1)
+                return all(n.state == "delivered" for n in notifications(inventory))
+
+            await eventually(delivered, deadline=30, what="every notification delivered", interval=0.1)
             result = await asyncio.to_thread(CliRunner().invoke, app, ["--config", config, "webhooks", "test", "a"],
                                              prog_name="baie", env={"BAIE_DATABASE_URL": None, "BAIE_CONFIG": None})
             assert result.exit_code == 0, result.stderr or result.stdout

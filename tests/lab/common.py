@@ -5,6 +5,8 @@ The lab is used by the tests and by `make demo`; everything it starts listens on
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
 import signal
@@ -43,6 +45,16 @@ def wait_until(check: Callable[[], bool], *, deadline: float, what: str, interva
             last_error = exc
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready within {deadline}s (last error: {last_error!r})")
+
+
+async def eventually(check: Callable[[], object], *, deadline: float, what: str, interval: float = 0.05) -> None:
+    """``wait_until`` inside a test's event loop: ``check`` may be a coroutine function; its exceptions are
+    the test's failures, not retried."""
+    end = time.monotonic() + deadline
+    while not (await result if inspect.isawaitable(result := check()) else result):
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what} not within {deadline}s")
+        await asyncio.sleep(interval)
 
 
 def tcp_open(host: str, port: int) -> bool:

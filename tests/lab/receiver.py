@@ -7,19 +7,17 @@ does not verify is answered 401 and counted in ``bad``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from tests.lab.common import free_port
+from tests.lab.common import eventually, free_port
 
 
 @dataclass
@@ -75,8 +73,7 @@ class Receiver:
         return [r for r in self.received if r.path == path]
 
     async def wait_for(self, check: Callable[[], bool], *, deadline: float, what: str) -> None:
-        end = time.monotonic() + deadline
-        while not check():
-            if time.monotonic() > end:
-                raise TimeoutError(f"{what} not within {deadline}s: received {self.received}")
-            await asyncio.sleep(0.05)
+        try:
+            await eventually(check, deadline=deadline, what=what)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}: received {self.received}") from None
