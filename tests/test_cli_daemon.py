@@ -6,7 +6,6 @@ import json
 import secrets
 import shutil
 import sys
-import textwrap
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +14,7 @@ from daemon.cli import app
 from inventory.db import make_engine
 from inventory.model import DiscoveryRange, Site
 from inventory.service import Inventory
-from tests.lab.common import MOCKUPS, REPO, Process, free_port, wait_until
+from tests.lab.common import MOCKUPS, REPO, Process, free_port, wait_until, write_config
 from tests.lab.redfish import SushyStatic
 
 pytestmark = pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
@@ -40,19 +39,9 @@ def lab(tmp_path_factory, sqlite_template):
     (creds / "bmc-default").write_text(f"admin:{PASSWORD}\n")
     (creds / "bmc-default").chmod(0o600)
     port = free_port(f"{NET}.1")
-    config = tmp / "baie.toml"
-    config.write_text(textwrap.dedent(f"""\
-        [database]
-        url = "sqlite:///{db}"
-        [api]
-        socket = "{tmp / 'api.sock'}"
-        [credentials]
-        directory = "{creds}"
-        [bmc]
-        redfish_port = {port}
-        [discovery]
-        probe_timeout_seconds = 1.0
-        """))
+    config = write_config(tmp / "baie.toml", {
+        "database": {"url": f"sqlite:///{db}"}, "api": {"socket": tmp / "api.sock"}, "credentials": {"directory": creds},
+        "bmc": {"redfish_port": port}, "discovery": {"probe_timeout_seconds": 1.0}})
     with SushyStatic("public-rackmount1", f"{NET}.1", port, tls=True) as rackmount, \
             SushyStatic("DL325", f"{NET}.2", port, tls=True) as dl325:
         daemon = Process([sys.executable, "-m", "daemon", "--config", str(config)], log=tmp / "daemon.log",

@@ -8,7 +8,6 @@ import getpass
 import json
 import shutil
 import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,10 +28,8 @@ from inventory.telemetry import (
     ReadingIn,
     store_readings,
 )
-from tests.lab.common import REPO, Process, wait_until
-from tests.lab.snmp import SnmpSim
-from tests.lab.common import write_credential
-from tests.lab.snmp import agent_dir
+from tests.lab.common import REPO, Process, wait_until, write_config, write_credential
+from tests.lab.snmp import SnmpSim, agent_dir
 from tests.test_outlets import DATA, USER, V3_CREDENTIAL
 
 ENV = {"COLUMNS": "220", "BAIE_DATABASE_URL": None, "BAIE_CONFIG": None}
@@ -65,19 +62,9 @@ def daemon(tmp_path_factory, sqlite_template):
         engine.dispose()
         creds = tmp / "credentials"
         write_credential(creds, "pdu-v3", V3_CREDENTIAL)
-        config = tmp / "baie.toml"
-        config.write_text(textwrap.dedent(f"""\
-            [database]
-            url = "sqlite:///{db}"
-            [api]
-            socket = "{tmp / 'api.sock'}"
-            [credentials]
-            directory = "{creds}"
-            [bmc]
-            power_confirm_seconds = 2
-            [telemetry]
-            enabled = false
-            """))
+        config = write_config(tmp / "baie.toml", {
+            "database": {"url": f"sqlite:///{db}"}, "api": {"socket": tmp / "api.sock"},
+            "credentials": {"directory": creds}, "bmc": {"power_confirm_seconds": 2}, "telemetry": {"enabled": False}})
         process = Process([sys.executable, "-m", "daemon", "--config", str(config)], log=tmp / "daemon.log", cwd=REPO)
         try:
             wait_until(lambda: process.alive() and (tmp / "api.sock").is_socket(), deadline=30,

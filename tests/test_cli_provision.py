@@ -38,8 +38,8 @@ async def test_provision_follows_the_daemon_to_the_pool_then_release_and_history
     boot_port = free_port()
     async with InstalledHost(client_key.export_public_key().decode().strip(), bmc.NIC_MAC) as host:
         config = daemon_config(tmp_path, f"sqlite:///{database}", credentials, socket=tmp_path / "api.sock",
-                               bmc_port=bmc.port, listen=f"127.0.0.1:{boot_port}", bmc=("power_confirm_seconds = 30",),
-                               provisioning=(f"ssh_port = {host.port}",), profile=('pool = "pool-a"', "disks = 2"))
+                               bmc_port=bmc.port, listen=f"127.0.0.1:{boot_port}", bmc={"power_confirm_seconds": 30},
+                               provisioning={"ssh_port": host.port}, profile={"pool": "pool-a", "disks": 2})
         daemon = Process([sys.executable, "-m", "daemon", "--config", config], log=tmp_path / "daemon.log", cwd=REPO)
         try:
             wait_until(lambda: daemon.alive() and (tmp_path / "api.sock").is_socket(), deadline=30,

@@ -22,7 +22,7 @@ from drivers.base import Secret
 from inventory.db import make_engine
 from inventory.model import Location, Node, Rack, Site
 from inventory.service import Inventory
-from tests.lab.common import REPO, Process, free_port
+from tests.lab.common import REPO, Process, free_port, write_config
 
 STOP_DEADLINE = 10.0
 TOKEN = "tok-" + uuid.uuid4().hex
@@ -74,13 +74,10 @@ def _populate(url: str) -> None:
 
 
 def _write_config(tmp: Path, url: str, *, listen: str | None = None, log_level: str = "info") -> Path:
-    config = tmp / "baie.toml"
-    lines = ["[log]", f"level = {json.dumps(log_level)}", "[database]", f"url = {json.dumps(url)}", "[api]", f"socket = {json.dumps(str(tmp / 'run' / 'api.sock'))}"]
-    if listen:
-        lines.append(f"listen = {json.dumps(listen)}")
-    lines += ["[credentials]", f"directory = {json.dumps(str(tmp / 'credentials'))}"]
-    config.write_text("\n".join(lines) + "\n")
-    return config
+    return write_config(tmp / "baie.toml", {
+        "log": {"level": log_level}, "database": {"url": url},
+        "api": {"socket": tmp / "run" / "api.sock", **({"listen": listen} if listen else {})},
+        "credentials": {"directory": tmp / "credentials"}})
 
 
 def _start(tmp: Path, config: Path, notify: NotifyListener, **env: str) -> Process:

@@ -40,7 +40,7 @@ from inventory.model import (
 )
 from inventory.service import Inventory
 from inventory.telemetry import NODE_POWER, ReadingIn, store_readings
-from tests.lab.common import eventually, free_port
+from tests.lab.common import eventually, free_port, write_config
 from tests.lab.installed_host import DISKS, InstalledHost
 from tests.lab.redfish import SushyEmulator
 
@@ -92,24 +92,20 @@ def _settings(tmp_path, ssh_port: int, **overrides) -> ProvisioningSettings:
 
 
 def daemon_config(directory: Path, database_url: str, credentials: Path, *, socket: Path, bmc_port: int, listen: str,
-                  bmc: tuple[str, ...] = (), provisioning: tuple[str, ...] = (), tables: tuple[str, ...] = (),
-                  profile: tuple[str, ...] = ()) -> str:
+                  bmc: dict | None = None, provisioning: dict | None = None, timeouts: dict | None = None,
+                  profile: dict | None = None) -> str:
     """A config file for a real daemon process that provisions: the debian12 image of ``_settings`` and
-    profile kvm; the tuples are more TOML lines for [bmc], [provisioning], tables of their own, and the profile."""
+    profile kvm; the dicts add keys to [bmc], [provisioning], [provisioning.timeouts] and the profile."""
     image = _settings(directory, 22).images["debian12"]
-    config = directory / "baie.toml"
-    config.write_text("\n".join([
-        "[database]", f"url = {json.dumps(database_url)}",
-        "[api]", f"socket = {json.dumps(str(socket))}",
-        "[credentials]", f"directory = {json.dumps(str(credentials))}",
-        "[bmc]", f"redfish_port = {bmc_port}", *bmc,
-        "[provisioning]", f"listen = {json.dumps(listen)}", f"hosts_directory = {json.dumps(str(directory / 'hosts'))}",
-        *provisioning, *tables,
-        "[provisioning.images.debian12]", 'family = "debian"', f"kernel = {json.dumps(image.kernel)}",
-        f"initrd = {json.dumps(image.initrd)}", f"repository = {json.dumps(image.repository)}",
-        "[provisioning.profiles.kvm]", 'image = "debian12"', *profile,
-    ]) + "\n")
-    return str(config)
+    return str(write_config(directory / "baie.toml", {
+        "database": {"url": database_url}, "api": {"socket": socket}, "credentials": {"directory": credentials},
+        "bmc": {"redfish_port": bmc_port, **(bmc or {})},
+        "provisioning": {"listen": listen, "hosts_directory": directory / "hosts", **(provisioning or {})},
+        "provisioning.timeouts": timeouts or {},
+        "provisioning.images.debian12": {"family": "debian", "kernel": image.kernel, "initrd": image.initrd,
+                                         "repository": image.repository},
+        "provisioning.profiles.kvm": {"image": "debian12", **(profile or {})},
+    }))
 
 
 def populate(inventory: Inventory, bmc: SushyEmulator, *, budget: float = 3000.0, amperage: float = 16.0,

@@ -189,8 +189,7 @@ def test_a_vm_pxe_boots_through_dnsmasq_and_fetches_its_ipxe_script(tmp_path, sq
                    what="dnsmasq on br0")
 
         config = daemon_config(tmp_path, database_url, credentials, socket=run_dir / "api.sock", bmc_port=bmc.port,
-                               listen=f"{ADDRESS}:{BOOT_PORT}", tables=("[provisioning.timeouts]",
-                                                                      f"booting = {VM_DEADLINE + 60:g}"))
+                               listen=f"{ADDRESS}:{BOOT_PORT}", timeouts={"booting": VM_DEADLINE + 60})
         notify = NotifyListener(str(run_dir / "notify"))  # a path: abstract sockets stay in their namespace
         stack.callback(notify.close)
         daemon = Process(ns.exec(sys.executable, "-m", "daemon", "--config", str(config)), log=tmp_path / "daemon.log",

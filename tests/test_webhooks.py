@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ from inventory.db import make_engine
 from inventory.enrolment import set_bmc_state
 from inventory.model import BmcState, Event, Node, Notification
 from inventory.service import Inventory
-from tests.lab.common import REPO, Process, eventually, free_port
+from tests.lab.common import REPO, Process, eventually, free_port, write_config
 from tests.lab.receiver import Receiver
 from tests.test_alerts import KEY, T0, Clock, machinery, make_settings, populate, tick
 from tests.test_daemon import NotifyListener
@@ -206,15 +205,13 @@ def _config(tmp_path, url: str, receiver_port: int) -> str:
     for name, secret in (("whsec", WHSEC), ("raw", RAW)):
         (credentials / name).write_text(secret)
         (credentials / name).chmod(0o600)
-    targets = "".join(
-        f'[[webhooks]]\nname = "{name}"\nurl = "http://127.0.0.1:{receiver_port}/{name}"\n'
-        f'secret_credential = "{secret}"\nformat = "{fmt}"\nbackoff = "0.2s"\nmax_backoff = "1s"\n'
-        f"max_attempts = 1000\n" for name, secret, fmt in (("a", "whsec", "baie"), ("b", "raw", "alertmanager")))
-    path = tmp_path / "baie.toml"
-    path.write_text(f"""[database]\nurl = {json.dumps(url)}\n[api]\nsocket = "{tmp_path / 'api.sock'}"
-[credentials]\ndirectory = "{credentials}"\n[telemetry]\nenabled = false
-[alerts]\ninterval = "1s"\ngroup_wait = "0s"\ngroup_interval = "1s"\n{targets}""")
-    return str(path)
+    targets = [{"name": name, "url": f"http://127.0.0.1:{receiver_port}/{name}", "secret_credential": secret,
+                "format": fmt, "backoff": "0.2s", "max_backoff": "1s", "max_attempts": 1000}
+               for name, secret, fmt in (("a", "whsec", "baie"), ("b", "raw", "alertmanager"))]
+    return str(write_config(tmp_path / "baie.toml", {
+        "database": {"url": url}, "api": {"socket": tmp_path / "api.sock"}, "credentials": {"directory": credentials},
+        "telemetry": {"enabled": False}, "alerts": {"interval": "1s", "group_wait": "0s", "group_interval": "1s"},
+        "webhooks": targets}))
 
 
 def _wait(check, *, deadline: float, what: str, daemon: Process) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import shutil
 import signal
@@ -31,6 +32,20 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def write_config(path: Path, sections: dict[str, dict[str, object] | list[dict[str, object]]]) -> Path:
+    """A daemon config file: each section a TOML table (a list of them: an array of tables), each value
+    written as JSON, which TOML reads the same for strings, numbers and booleans; paths become strings."""
+    def table(header: str, keys: dict[str, object]) -> list[str]:
+        return [header, *(f"{key} = {json.dumps(str(v) if isinstance(v, Path) else v)}" for key, v in keys.items())]
+
+    lines: list[str] = []
+    for name, keys in sections.items():
+        for entry in keys if isinstance(keys, list) else [keys]:
+            lines += table(f"[[{name}]]" if isinstance(keys, list) else f"[{name}]", entry)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def wait_until(check: Callable[[], bool], *, deadline: float, what: str, interval: float = 0.05) -> None:
