@@ -1,8 +1,8 @@
 """Telemetry: storing readings, keeping them, and reading them back as power and cooling roll-ups.
 
-A reading is one value of one series: a metric and a label set. ``Reading.series`` is the canonical text of
-the labels (``series()``), stored beside them so that "the latest value of each series" is an index lookup
-on SQLite and PostgreSQL alike, with no JSON operators. Raw readings are kept ``RAW_DAYS``; 5-minute
+A reading is one value of one series: a metric and a label set. A ``Series`` row holds the metric, the labels
+and their canonical text (``series()``, its ``key``), so that a series is found by an index lookup on SQLite
+and PostgreSQL alike, with no JSON operators; a ``Reading`` row is the series' id, a time and a value. Raw readings are kept ``RAW_DAYS``; 5-minute
 roll-ups (count/min/avg/max per series) ``ROLLUP_DAYS``. The daemon calls ``rollup`` then ``prune``.
 
 The roll-ups match readings to the inventory by the names in their labels: ``pdu`` + ``outlet`` (the index),
@@ -16,12 +16,15 @@ from __future__ import annotations
 import enum
 import itertools
 import operator
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import DateTime, Row, delete, false, func, insert, or_
+from sqlalchemy import DateTime, Engine, Row, delete, false, func, insert, or_, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, col, select
@@ -39,6 +42,7 @@ from inventory.model import (
     Rack,
     Reading,
     ReadingRollup,
+    Series,
     Site,
     utcnow,
 )
@@ -104,14 +108,20 @@ def _quote(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ store and keep
-_STORED = ("metric", "labels", "series", "value", "time")
-ROWS_PER_STATEMENT = 1000  # x 5 parameters: well under SQLite's 32,766
+_STORED = ("series_id", "value", "time")
+ROWS_PER_STATEMENT = 1000  # x 3 parameters: well under SQLite's 32,766
+SERIES_PER_STATEMENT = 500
+
+# The series ids this process has seen, per database: (metric, label keys..., label values...) -> id.
+_series_ids: weakref.WeakKeyDictionary[Engine, dict[tuple[str, ...], int]] = weakref.WeakKeyDictionary()
 
 
 def store_readings(inventory: Inventory, readings: Iterable[ReadingIn]) -> int:
     """Insert a batch of ``(metric, labels, value, time)``; returns how many.
 
     The telemetry loop's hot path (a poll of a server is ~20 readings), measured in bench/:
+    - a reading row is (series id, time, value), the series' ids looked up in memory (a series not seen
+      yet is looked up, or added, in the database);
     - the rows go to the driver as they are, converted by the column types' own bind processors, each
       timestamp once per batch: SQLAlchemy's per-row parameter handling cost more CPU than the insert;
     - with a positional driver (SQLite), one INSERT carries up to ROWS_PER_STATEMENT rows: sqlite3's
@@ -121,18 +131,35 @@ def store_readings(inventory: Inventory, readings: Iterable[ReadingIn]) -> int:
     readings = list(readings)
     if not readings:
         return 0
-    table = Reading.__table__
-    with inventory.engine.begin() as conn:
-        dialect = conn.dialect
-        compiled = insert(table).compile(dialect=dialect, column_keys=list(_STORED))
-        to_json, to_time = (table.c[name].type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
-                            for name in ("labels", "time"))
-        times: dict[datetime, object] = {}
-        rows = []
-        for metric, labels, value, time in readings:
-            if (stamp := times.get(time)) is None:
-                stamp = times[time] = to_time(_utc(time))
-            rows.append((metric, to_json(labels), series(labels), value, stamp))
+    try:
+        return _insert(inventory.engine, readings)
+    except IntegrityError:
+        _series_ids.pop(inventory.engine, None)  # a series we knew is gone (the database was reset): look again
+        return _insert(inventory.engine, readings)
+
+
+def _insert(engine: Engine, readings: list[ReadingIn]) -> int:
+    known = _series_ids.setdefault(engine, {})
+    table, dialect = Reading.__table__, engine.dialect
+    to_time = table.c.time.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+    times: dict[datetime, object] = {}
+    rows: list[list] = []
+    missing: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
+    for metric, labels, value, time in readings:
+        if (stamp := times.get(time)) is None:
+            stamp = times[time] = to_time(_utc(time))
+        key = (metric, *labels, *labels.values())  # one flat tuple: the cheapest key that tells them apart
+        if (series_id := known.get(key)) is None:
+            missing[key] = (metric, labels)
+            series_id = key
+        rows.append([series_id, value, stamp])
+    if missing:
+        _add_series(engine, known, missing)
+        for row in rows:
+            if type(row[0]) is tuple:
+                row[0] = known[row[0]]
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(_STORED))
+    with engine.begin() as conn:
         if not compiled.positional:
             conn.exec_driver_sql(compiled.string, [dict(zip(_STORED, row)) for row in rows])
             return len(rows)
@@ -143,6 +170,28 @@ def store_readings(inventory: Inventory, readings: Iterable[ReadingIn]) -> int:
             conn.exec_driver_sql(f"{head} VALUES {', '.join([values] * len(chunk))}",
                                  tuple(itertools.chain.from_iterable(map(arrange, chunk))))
     return len(rows)
+
+
+def _add_series(engine: Engine, known: dict, missing: dict[tuple[str, ...], tuple[str, dict[str, str]]]) -> None:
+    """Find or create the series of ``missing`` (several daemons may create the same one at once: the
+    unique constraint settles it) and remember their ids. Its own transaction: an id never outlives a
+    rolled-back batch."""
+    canonical = {key: (metric, series(labels)) for key, (metric, labels) in missing.items()}
+    wanted = {pair: missing[key][1] for key, pair in canonical.items()}
+    table = Series.__table__
+    dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[engine.dialect.name]
+    ids: dict[tuple[str, str], int] = {}
+    with engine.begin() as conn:
+        pairs = list(wanted)
+        for start in range(0, len(pairs), SERIES_PER_STATEMENT):
+            chunk = pairs[start:start + SERIES_PER_STATEMENT]
+            conn.execute(dialect_insert(table).on_conflict_do_nothing(),
+                         [{"metric": metric, "key": key, "labels": wanted[metric, key]} for metric, key in chunk])
+            found = conn.execute(select(table.c.metric, table.c.key, table.c.id)
+                                 .where(tuple_(table.c.metric, table.c.key).in_(chunk)))
+            ids.update({(metric, key): id_ for metric, key, id_ in found})
+    for key, pair in canonical.items():
+        known[key] = ids[pair]
 
 
 class _bucket(FunctionElement):
@@ -175,7 +224,8 @@ def rollup(inventory: Inventory, until: datetime) -> int:
     end = _floor(_utc(until))
     with inventory.session() as s:
         done = s.exec(select(func.max(ReadingRollup.bucket))).one()
-        raw = select(Reading.metric, Reading.series, _bucket(Reading.time).label("bucket"), Reading.value) \
+        raw = select(Series.metric, col(Series.key).label("series"), _bucket(Reading.time).label("bucket"),
+                     Reading.value).join(Series, col(Series.id) == col(Reading.series_id)) \
             .where(col(Reading.time) < end)
         if done is not None:
             raw = raw.where(col(Reading.time) >= as_utc(done) + BUCKET)
@@ -206,19 +256,19 @@ def latest(inventory: Inventory, metrics: Iterable[str], since: datetime, until:
     ``label_filters`` keep the series whose label has that value, or one of those values:
     ``latest(inv, [OUTLET_POWER], since, pdu=("P1", "P2"))``."""
     wanted = {key: {values} if isinstance(values, str) else set(values) for key, values in label_filters.items()}
-    where = [col(Reading.metric).in_(list(metrics)), col(Reading.time) >= _utc(since)]
+    window = [col(Reading.series_id) == col(Series.id), col(Reading.time) >= _utc(since)]
     if until is not None:
-        where.append(col(Reading.time) <= _utc(until))
-    # A coarse match on the series text narrows the scan; the exact match on the labels follows in Python.
-    where += [or_(false(), *(col(Reading.series).contains(series({key: value}), autoescape=True) for value in values))
+        window.append(col(Reading.time) <= _utc(until))
+    # Per series, one walk down its (series_id, time) index: the cost follows the series asked for, not the
+    # readings stored in the window (4 million in 5 minutes at 10,000 nodes).
+    newest = select(Reading.id).where(*window).order_by(col(Reading.time).desc(), col(Reading.id).desc()) \
+        .limit(1).correlate(Series).scalar_subquery()
+    where = [col(Series.metric).in_(list(metrics))]
+    # A coarse match on the series text narrows the series; the exact match on the labels follows in Python.
+    where += [or_(false(), *(col(Series.key).contains(series({key: value}), autoescape=True) for value in values))
               for key, values in wanted.items()]
-    # One pass over the window, no self-join: a join back on max(time) is planned as a nested loop by
-    # PostgreSQL while its statistics lag a large batch of inserts (minutes for a few hundred racks).
-    rank = func.row_number().over(partition_by=(Reading.metric, Reading.series), order_by=col(Reading.time).desc())
-    ranked = select(Reading.metric, Reading.series, Reading.labels, Reading.value, Reading.time,
-                    rank.label("rank")).where(*where).subquery()
-    query = select(ranked.c.metric, ranked.c.series, ranked.c.labels, ranked.c.value, ranked.c.time) \
-        .where(ranked.c.rank == 1)
+    query = select(Series.metric, Series.key, Series.labels, Reading.value, Reading.time) \
+        .join(Reading, col(Reading.id) == newest).where(*where)
     with inventory.session() as s:
         rows = s.exec(query).all()
     return {(metric, key): Latest(labels, value, as_utc(time)) for metric, key, labels, value, time in rows
@@ -232,9 +282,10 @@ def readings(inventory: Inventory, since: datetime, until: datetime | None = Non
     where = [col(Reading.time) >= _utc(since)]
     if until is not None:
         where.append(col(Reading.time) <= _utc(until))
-    where += [col(Reading.series).contains(series({key: value}), autoescape=True)
+    where += [col(Series.key).contains(series({key: value}), autoescape=True)
               for key, value in label_filters.items()]
-    query = select(Reading.metric, Reading.labels, Reading.value, Reading.time).where(*where) \
+    query = select(Series.metric, Series.labels, Reading.value, Reading.time) \
+        .join(Series, col(Series.id) == col(Reading.series_id)).where(*where) \
         .order_by(col(Reading.time).desc(), col(Reading.id).desc()).limit(limit)
     with inventory.session() as s:
         rows = s.exec(query).all()

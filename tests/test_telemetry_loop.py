@@ -16,7 +16,7 @@ import httpx
 import pytest
 import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
-from sqlmodel import delete, select
+from sqlmodel import col, delete, select
 from structlog.testing import capture_logs
 
 from daemon.app import Metrics, create_app
@@ -39,6 +39,7 @@ from inventory.model import (
     PowerPanel,
     Rack,
     Reading,
+    Series,
     Site,
 )
 from inventory.telemetry import WATER_CP_KJ_PER_KG_K, WATER_DENSITY_KG_PER_L, loop_cooling, rack_power, site_totals
@@ -213,7 +214,7 @@ async def wait_for(check: Callable[[], bool], what: str, deadline: float = DEADL
 
 def rows(inventory, **labels: str) -> int:
     with inventory.session() as s:
-        found = s.exec(select(Reading.labels)).all()
+        found = s.exec(select(Series.labels).join(Reading, col(Reading.series_id) == col(Series.id))).all()
     return sum(all(found_labels.get(k) == v for k, v in labels.items()) for found_labels in found)
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import delete, select
 
 from drivers.base import Metric
 from inventory import telemetry
@@ -21,6 +21,7 @@ from inventory.model import (
     PowerPanel,
     Rack,
     Reading,
+    Series,
     ReadingRollup,
     Site,
 )
@@ -37,6 +38,7 @@ from inventory.telemetry import (
     CoolingWarning,
     ReadingIn,
     latest,
+    readings,
     loop_cooling,
     prune,
     rack_power,
@@ -268,3 +270,21 @@ def test_batch_of_ten_thousand(inventory):
     newest = latest(inventory, [OUTLET_POWER], NOW - timedelta(hours=3), NOW)
     assert len(newest) == 1000
     assert sorted(r.value for r in newest.values()) == [float(i) for i in range(9000, 10_000)]
+
+
+def test_a_reading_names_its_series_once(inventory):
+    _put(inventory, *_outlets({("pdu-a", 1): 400, ("pdu-a", 2): 300}),
+         (OUTLET_POWER, {"outlet": "1", "pdu": "pdu-a"}, 410, FRESH + timedelta(seconds=15)))  # labels reordered
+    assert (_count(inventory, Series), _count(inventory, Reading)) == (2, 3)
+    assert latest(inventory, [OUTLET_POWER], FRESH)[(OUTLET_POWER, 'outlet="1",pdu="pdu-a"')].value == 410
+
+
+def test_series_deleted_under_the_writer_are_made_again(inventory):
+    """The ids the writer remembers go stale if the readings are deleted under it (a restore, an operator's
+    DELETE): the batch is written all the same."""
+    _put(inventory, *_outlets({("pdu-a", 1): 400}))
+    with inventory.session() as s:
+        s.exec(delete(Reading))
+        s.exec(delete(Series))
+    _put(inventory, *_outlets({("pdu-a", 1): 420}, FRESH + timedelta(seconds=15)))
+    assert [r.value for r in readings(inventory, FRESH - timedelta(minutes=1))] == [420]
