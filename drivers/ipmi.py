@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -60,6 +61,15 @@ log = structlog.get_logger(__name__)
 # driving sessions they deadlock (seen in bench/: all 16 workers stuck, 2,000 BMCs). One re-entrant lock
 # for both cannot be taken in two orders; pyghmi looks the names up at each use.
 pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
+
+# BMCs drop a session that has been idle for a while (ipmi_sim: 30 s; many real BMCs: 60 s). pyghmi keeps
+# sessions alive only from Session.wait_for_rsp, which runs while some thread is logging in, and then from that
+# thread. A command on a session the BMC has dropped costs about 20 s: pyghmi retries for ~9 s, logs in again,
+# and its RAKP4 handler then waits in _cmdwait until the deadline of the very command it is serving
+# (session.py:1675 -> 1075 -> 822 -> 776). Every worker stalled so makes the other sessions older: bench/ hung in
+# its second cycle over 2,000 BMCs that way. So a session idle this long is replaced by a fresh login
+# (a few ms), and pyghmi's keepalive, sent by whichever thread is logging in, is turned off for ours.
+_SESSION_IDLE_MAX = 20.0
 
 # ------------------------------------------------------------------------------------------ tables
 NETFN_CHASSIS, NETFN_APP, NETFN_STORAGE, NETFN_DCMI = 0x00, 0x06, 0x0A, 0x2C
@@ -153,6 +163,7 @@ class IpmiDriver:
             raise InsecureRefused(self._target, "anonymous IPMI login (empty user name) refused")
         self._credentials = credentials
         self._command: Command | None = None
+        self._used = 0.0  # time.monotonic() of the end of the last call on self._command
         self._lock = threading.Lock()
         self._log = log.bind(bmc=self._target)
 
@@ -225,15 +236,26 @@ class IpmiDriver:
         """The logged-in command object, with pyghmi's errors turned into ours on the way out."""
         with self._lock:
             try:
-                yield self._login()
+                command = self._login()
+                try:
+                    yield command
+                finally:
+                    self._used = time.monotonic()
+                    _no_foreign_keepalive(command)  # a relogin inside pyghmi registers it again
             except pyghmi_exc.IpmiException as exc:
                 raise _command_error(self._target, what, exc) from exc
             except OSError as exc:
                 raise BmcUnreachable(self._target, f"{what}: {exc.strerror or exc!r}") from exc
 
     def _login(self) -> Command:
-        if self._command is not None and not self._command.ipmi_session.broken:
-            return self._command
+        if self._command is not None:
+            if not self._command.ipmi_session.broken:
+                if time.monotonic() - self._used < _SESSION_IDLE_MAX:
+                    return self._command
+                # Log out (no wait: pyghmi sends Close Session without retry) so that pyghmi forgets the session;
+                # otherwise Command() below would hand back the same stale one from its session cache.
+                _logout(self._command)
+            self._command = None
         probe = asyncio.run(probe_ipmi(self.address, self.port, timeout=self.timeout))
         if probe is None:
             raise BmcUnreachable(self._target, f"no IPMI answer within {self.timeout:g}s")
@@ -319,6 +341,15 @@ class IpmiDriver:
 
 def _raw(command: Command, netfn: int, cmd: int, data: tuple[int, ...] = ()) -> bytes:
     return bytes(command.xraw_command(netfn=netfn, command=cmd, data=data)["data"])
+
+
+def _no_foreign_keepalive(command: Command) -> None:
+    """Take the session out of pyghmi's keepalive table. pyghmi sends those keepalives from whichever thread
+    runs its event loop (a login), on sessions other threads own; one whose reply that thread does not read
+    leaves the session "in command" for up to ~20 s, and our next call on it waits that out in _cmdwait.
+    We never leave a session idle long enough to need one (_SESSION_IDLE_MAX)."""
+    with pyghmi_session.KEEPALIVE_SESSIONS:
+        pyghmi_session.Session.keepalive_sessions.pop(command.ipmi_session, None)
 
 
 def _logout(command: Command) -> None:

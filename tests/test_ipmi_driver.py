@@ -37,6 +37,7 @@ from drivers.base import (
     Secret,
     SensorReader,
 )
+from drivers import ipmi as ipmi_driver
 from drivers.ipmi import IpmiDriver, check_negotiated_session, parse_fru, probe_ipmi, read_fru_chunked
 from tests.lab.common import wait_until
 from tests.lab.ipmi import (
@@ -314,3 +315,20 @@ def test_pyghmi_session_tables_have_one_lock_so_threads_cannot_take_them_in_two_
         thread.join(30)
     assert pyghmi_session.KEEPALIVE_SESSIONS.acquire(timeout=30)
     pyghmi_session.KEEPALIVE_SESSIONS.release()
+
+
+def test_a_session_idle_too_long_is_replaced_by_a_fresh_login(sim, monkeypatch):
+    """BMCs drop idle sessions (ipmi_sim after 30 s), and on a dropped session pyghmi spends ~20 s: retries, a
+    relogin, then its RAKP4 handler waits out the deadline of the command it serves (bench/ hung on that at 2,000
+    BMCs). Here the BMC forgets the session at once (Close Session behind pyghmi's back) and every session counts
+    as idle too long: the next call logs in afresh instead of using the dropped one."""
+    ops = sim.bmcs[1]
+    with IpmiDriver(ops.address, ops.port, credentials(ops), timeout=5) as driver:
+        driver.get_power_state()
+        stale = driver._command.ipmi_session
+        assert stale not in pyghmi_session.Session.keepalive_sessions  # no keepalives from other threads' logins
+        stale.raw_command(netfn=0x06, command=0x3C, retry=False,  # Close Session; pyghmi still thinks it is open
+                          data=tuple(stale.sessionid.to_bytes(4, "little")))
+        monkeypatch.setattr(ipmi_driver, "_SESSION_IDLE_MAX", 0.0)
+        assert driver.get_power_state() in ("on", "off")
+        assert driver._command.ipmi_session is not stale and stale.broken
