@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import DateTime, Engine, Row, delete, false, func, insert, or_, tuple_
+from sqlalchemy import DateTime, Engine, Row, delete, false, func, insert, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
@@ -181,15 +181,18 @@ def _add_series(engine: Engine, known: dict, missing: dict[tuple[str, ...], tupl
     table = Series.__table__
     dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[engine.dialect.name]
     ids: dict[tuple[str, str], int] = {}
+    by_metric: dict[str, list[str]] = defaultdict(list)
+    for metric, key in wanted:
+        by_metric[metric].append(key)
     with engine.begin() as conn:
-        pairs = list(wanted)
-        for start in range(0, len(pairs), SERIES_PER_STATEMENT):
-            chunk = pairs[start:start + SERIES_PER_STATEMENT]
-            conn.execute(dialect_insert(table).on_conflict_do_nothing(),
-                         [{"metric": metric, "key": key, "labels": wanted[metric, key]} for metric, key in chunk])
-            found = conn.execute(select(table.c.metric, table.c.key, table.c.id)
-                                 .where(tuple_(table.c.metric, table.c.key).in_(chunk)))
-            ids.update({(metric, key): id_ for metric, key, id_ in found})
+        conn.execute(dialect_insert(table).on_conflict_do_nothing(),
+                     [{"metric": metric, "key": key, "labels": labels} for (metric, key), labels in wanted.items()])
+        # metric = ? AND key IN (...): a walk of the (metric, key) index (a row-value IN scanned the table)
+        for metric, keys in by_metric.items():
+            for start in range(0, len(keys), SERIES_PER_STATEMENT):
+                found = conn.execute(select(table.c.key, table.c.id).where(
+                    table.c.metric == metric, table.c.key.in_(keys[start:start + SERIES_PER_STATEMENT])))
+                ids.update({(metric, key): id_ for key, id_ in found})
     for key, pair in canonical.items():
         known[key] = ids[pair]
 
