@@ -346,11 +346,17 @@ class TelemetryLoop:
         self.access = access
         self.store = store
         self.metrics = PollMetrics(registry)
-        self.poller = RedfishPoller(max_in_flight=settings.max_in_flight)
+        # Devices whose last poll failed wait for slots of their own: BMCs that hang until the deadline then
+        # take turns among themselves, never the healthy devices' (bench/: 5 % tarpits raised the healthy
+        # polls' p99 by 60 % when they shared one bound). A poll sends one request at a time, so the poller's
+        # bound on requests is never the tighter one.
+        suspect_slots = max(1, settings.max_in_flight // 4)
+        self.poller = RedfishPoller(max_in_flight=settings.max_in_flight + suspect_slots)
         self.intervals = {DeviceClass.BMC: settings.bmc_interval_seconds,
                           DeviceClass.PDU: settings.pdu_interval_seconds,
                           DeviceClass.CDU: settings.cdu_interval_seconds}
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._suspect_slots = asyncio.Semaphore(suspect_slots)
         self._queue: asyncio.Queue[list[ReadingIn] | None] = asyncio.Queue()
         self._devices: dict[str, _Device] = {}
         self._writer: asyncio.Task | None = None
@@ -551,7 +557,7 @@ class _Device:
 
     async def poll(self) -> None:
         settings, metrics = self.loop.settings, self.loop.metrics
-        async with self.loop._slots:
+        async with self.loop._suspect_slots if self.failures else self.loop._slots:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(settings.poll_timeout_seconds):

@@ -306,6 +306,25 @@ async def test_a_tarpit_delays_only_itself_and_is_logged_once(inventory, site, r
     assert [e.subject for e in marked] == ["node/stuck"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # seconds of waiting: one backend is enough
+async def test_a_failing_device_waits_for_slots_of_its_own(inventory, site, running):
+    """One slot for polls in flight. The tarpit's first poll takes it (nothing is known yet); once that poll
+    has failed, the tarpit waits for the failing devices' slot, and the healthy BMC is polled all through the
+    tarpit's next wait, instead of queueing behind it for the whole deadline."""
+    async with Tarpit("127.0.0.2") as tarpit:
+        with inventory.session() as s:
+            lab = s.exec(select(Site)).one()
+            s.add(Node(name="stuck", site_id=lab.id, bmc_address="127.0.0.2", bmc_port=tarpit.port,
+                       bmc_protocol="redfish", bmc_state=BmcState.OK))
+        run = running(max_in_flight=1, bmc_interval_seconds=0.1, cdu_interval_seconds=3600,
+                      pdu_interval_seconds=3600, request_timeout_seconds=3, poll_timeout_seconds=3)
+        await wait_for(lambda: run.failures("node/stuck") == 1, "the tarpit's first poll given up")
+        before = run.polls("node/srv1")
+        await wait_for(lambda: run.failures("node/stuck") == 2, "the tarpit's second poll given up")
+        assert run.polls("node/srv1") - before >= 10  # polled every ~0.1 s of those 3 s; 1 or 2 if it queued
+        assert run.failures("node/srv1") == 0
+
+
 async def test_readings_are_written_in_batches_and_stop_writes_the_rest(inventory, site, running):
     run = running(cdu_interval_seconds=0.1, bmc_interval_seconds=0.1, pdu_interval_seconds=3600,
                   batch_size=100_000, flush_seconds=600)
