@@ -9,8 +9,10 @@ not thread-safe across sessions: see bench/results).
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,26 +40,42 @@ async def answering(addresses: list[str], port: int) -> int:
     return sum(await asyncio.gather(*(one(a) for a in addresses)))
 
 
+progress: collections.Counter[str] = collections.Counter()  # this cycle's polls by outcome
+
+
 def poll(driver: IpmiDriver) -> str | None:
     try:
         driver.get_power_state()
         driver.read_sensors()
     except DriverError as exc:
+        progress[type(exc).__name__] += 1
         return type(exc).__name__
+    progress["ok"] += 1
     return None
+
+
+def report_progress(cycle: list[int], total: int, stop: threading.Event) -> None:
+    """Every 15 s on stderr: a slow cycle and a stuck one look alike from outside."""
+    while not stop.wait(15):
+        print(f"  ipmi cycle {cycle[0]}: {sum(progress.values())}/{total} polled {dict(progress)}",
+              file=sys.stderr, flush=True)
 
 
 def main() -> None:
     quiet_logs()
     config = json.loads(Path(sys.argv[1]).read_text())
     out_path = Path(sys.argv[2])
-    workers = DaemonSettings().workers
+    workers = DaemonSettings().ipmi_workers  # the daemon's pool for pyghmi's calls
     out: dict = {"workers": workers, "per_poll": "get_power_state + read_sensors (SDR + DCMI)",
                  "answering": asyncio.run(answering(config["addresses"], config["port"]))}
     creds = Credentials("admin", Secret("password"))
     drivers = [IpmiDriver(a, config["port"], creds, timeout=10.0) for a in config["addresses"]]
+    current, stop = [0], threading.Event()
+    threading.Thread(target=report_progress, args=(current, len(drivers), stop), daemon=True).start()
     with ThreadPoolExecutor(workers) as pool:
         for cycle in (1, 2):
+            current[0] = cycle
+            progress.clear()
             w0, c0, load0 = time.monotonic(), time.process_time(), loadavg()
             errors = [e for e in pool.map(poll, drivers) if e]
             out[f"cycle{cycle}"] = {"seconds": round(time.monotonic() - w0, 2),
@@ -68,6 +86,7 @@ def main() -> None:
                   f"{out[f'cycle{cycle}']}", file=sys.stderr, flush=True)
             out_path.write_text(json.dumps(out, indent=1))
         list(pool.map(lambda d: d.close(), drivers))
+    stop.set()
 
 
 if __name__ == "__main__":

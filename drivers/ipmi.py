@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 import threading
 import time
@@ -61,6 +62,22 @@ log = structlog.get_logger(__name__)
 # driving sessions they deadlock (seen in bench/: all 16 workers stuck, 2,000 BMCs). One re-entrant lock
 # for both cannot be taken in two orders; pyghmi looks the names up at each use.
 pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
+
+
+def _receive_without_waiting(sock: socket.socket, size: int) -> tuple[bytes, Any] | None:
+    """pyghmi's IO thread reads its shared sockets with ``setblocking(0)`` then ``recvfrom``, while a worker
+    thread sending on the same socket calls ``setblocking(1)`` first: between the two, the IO thread's read
+    blocks until a packet comes to that socket, and meanwhile no other socket is read and no waiter is woken
+    at its deadline: every worker waits for ever (bench/, cycle 2 over 2,000 BMCs: the IO thread in
+    ``_io_recvfrom``, the workers in ``_io_wait`` past their deadlines). MSG_DONTWAIT does not depend on the
+    socket's mode, and the mode is left alone."""
+    try:
+        return sock.recvfrom(size, socket.MSG_DONTWAIT)
+    except OSError:  # nothing waiting (BlockingIOError), or an ICMP error queued on the socket
+        return None
+
+
+pyghmi_session._io_recvfrom = _receive_without_waiting
 
 # BMCs drop a session that has been idle for a while (ipmi_sim: 30 s; many real BMCs: 60 s). pyghmi keeps
 # sessions alive only from Session.wait_for_rsp, which runs while some thread is logging in, and then from that

@@ -317,6 +317,20 @@ def test_pyghmi_session_tables_have_one_lock_so_threads_cannot_take_them_in_two_
     pyghmi_session.KEEPALIVE_SESSIONS.release()
 
 
+def test_pyghmi_io_thread_reads_do_not_depend_on_the_sockets_blocking_mode():
+    """pyghmi's IO thread made its shared socket non-blocking, then read it, while worker threads sending on the
+    socket made it blocking: a read between the two blocked the IO thread, and every worker waited for ever
+    (bench/, 2,000 BMCs). Reads must not wait whatever the mode, and leave the senders' mode alone."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(True)  # as a sending worker leaves it
+        assert pyghmi_session._io_recvfrom(sock, 3000) is None  # nothing to read: back at once
+        assert sock.getblocking()
+        sock.sendto(b"ping", sock.getsockname())
+        data, sender = pyghmi_session._io_recvfrom(sock, 3000)
+        assert (data, sender) == (b"ping", sock.getsockname())
+
+
 def test_a_session_idle_too_long_is_replaced_by_a_fresh_login(sim, monkeypatch):
     """BMCs drop idle sessions (ipmi_sim after 30 s), and on a dropped session pyghmi spends ~20 s: retries, a
     relogin, then its RAKP4 handler waits out the deadline of the command it serves (bench/ hung on that at 2,000
