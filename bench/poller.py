@@ -164,7 +164,8 @@ async def run(config: dict, workdir: Path) -> dict:
     fill_nodes(url, count, net, config["port"], config["fingerprint"])
     store = credential_store(workdir / "credentials")
     settings = TelemetrySettings(bmc_interval_seconds=interval, refresh_seconds=3600,
-                                 request_timeout_seconds=config.get("timeout", 10.0))
+                                 request_timeout_seconds=config.get("timeout", 10.0),
+                                 jitter=config.get("jitter", TelemetrySettings().jitter))
     install_executor(asyncio.get_running_loop(), DaemonSettings().workers)
     engine = make_engine(url)
     registry = CollectorRegistry()

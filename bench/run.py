@@ -1,6 +1,6 @@
 """`make bench`: the fleet benchmark, every section in one run on this machine, side by side.
 
-    python -m bench.run            # the full run (~12 min on 2 cores)
+    python -m bench.run            # the full run (~15 min on 2 cores)
     python -m bench.run --quick    # a scaled-down smoke run (~3 min)
     python -m bench.run --only redfish,snmp
 
@@ -111,23 +111,33 @@ def section_redfish(scale: Scale, work: Path) -> dict:
     return out
 
 
+TARPIT_SPREAD = 1.0  # jitter: each poll starts anywhere in its interval, so the loop keeps up at every moment
+
+
 def section_tarpit(scale: Scale, work: Path) -> dict:
-    """5 % tarpits vs 0 %: the same N and interval against two fleets, at a load the loop keeps up with (so
-    that the healthy p99 compares service latency, not queueing)."""
+    """5 % tarpits vs 0 %: the same N and interval against two fleets, twice: with the daemon's default jitter
+    (every BMC due within the first tenth of the interval: a burst the loop works off in a queue) and with the
+    polls spread over the interval, at a load the loop keeps up with at every moment (so that the healthy p99
+    compares service latency, not queueing)."""
     n = scale.tarpit_n
     cert, key, fingerprint = make_certificate(work, [address(5, 0)])
     out: dict = {"count": n, "tarpit_share": 0.05, "request_timeout_s": 10.0, "interval_s": scale.interval,
-                 "runs": {}}
+                 "spread_jitter": TARPIT_SPREAD, "runs": {}}
     for share in (0.0, 0.05):
         with RedfishFleet(n, work, net=5, cert=cert, key=key, tarpit_share=share) as fleet:
-            log(f"tarpit: {n} BMCs, {share:.0%} tarpits, {len(fleet.children)} fleet processes")
-            load0 = loadavg()
-            run = run_worker("bench.poller", {
-                "net": 5, "count": n, "port": REDFISH_PORT, "fingerprint": fingerprint, "timeout": 10.0,
-                "tarpit_share": share, "workdir": str(work), "interval": scale.interval, "cycles": 3},
-                work, f"poller-tarpit-{int(share * 100)}", timeout=1800)
-            run["loadavg"] = [load0, loadavg()]
-            out["runs"][f"{share:.0%}"] = run
+            for spread in (False, True):
+                name = f"{share:.0%}" + (" spread" if spread else "")
+                log(f"tarpit: {n} BMCs, {share:.0%} tarpits, {len(fleet.children)} fleet processes"
+                    + (f", jitter {TARPIT_SPREAD:g}" if spread else ""))
+                config = {"net": 5, "count": n, "port": REDFISH_PORT, "fingerprint": fingerprint, "timeout": 10.0,
+                          "tarpit_share": share, "workdir": str(work), "interval": scale.interval, "cycles": 3}
+                if spread:
+                    config["jitter"] = TARPIT_SPREAD
+                load0 = loadavg()
+                run = run_worker("bench.poller", config, work, f"poller-tarpit-{name.replace(' ', '-')}",
+                                 timeout=1800)
+                run["loadavg"] = [load0, loadavg()]
+                out["runs"][name] = run
     return out
 
 
@@ -396,7 +406,16 @@ def targets(results: dict) -> list[dict]:
         p99_5, p99_0 = t5["latency_p99_ms"], t0["latency_p99_ms"]
         ratio = p99_5 / p99_0 if p99_5 and p99_0 else None
         row(f"5 % tarpits (N={tp['count']:,}, every {tp['interval_s']:g} s): healthy-poll p99 vs 0 %", "<= 1.10",
-            f"{p99_5} vs {p99_0} ms" + (f" = {ratio:.2f}" if ratio else ""), ratio is not None and ratio <= 1.10)
+            f"{p99_5} vs {p99_0} ms" + (f" = {ratio:.2f}" if ratio else "")
+            + " (default jitter: the polls come in a burst the loop works off in a queue)",
+            ratio is not None and ratio <= 1.10)
+        spread_5, spread_0 = tp_runs.get("5% spread"), tp_runs.get("0% spread")
+        if spread_5 and spread_0:
+            p99_5, p99_0 = spread_5["steady"]["latency_p99_ms"], spread_0["steady"]["latency_p99_ms"]
+            ratio = p99_5 / p99_0 if p99_5 and p99_0 else None
+            row(f"5 % tarpits, polls spread over the interval (jitter {s['tarpit']['spread_jitter']:g}): "
+                "healthy-poll p99 vs 0 %", "<= 1.10", f"{p99_5} vs {p99_0} ms" + (f" = {ratio:.2f}" if ratio else ""),
+                ratio is not None and ratio <= 1.10)
         r5, r0 = t5["polls_per_healthy_bmc_per_interval"], t0["polls_per_healthy_bmc_per_interval"]
         row("5 % tarpits: healthy poll rate", "unchanged",
             f"{r5} vs {r0} polls per healthy BMC per interval", r5 >= 0.99 * r0)
@@ -456,6 +475,8 @@ def markdown(results: dict, rows: list[dict]) -> str:
         measured = r["measured"] + (f" ({r['note']})" if r["note"] else "")
         lines.append(f"| {r['measure']} | {r['target']} | {measured} | {verdict} | {r['ratio_vs_baseline']} |")
     lines += ["", f"Total run time: {results['seconds']:.0f} s. Details: results.json."]
+    lines += [f"Re-run later and merged in: {', '.join(m['sections'])} ({m['started']}, {m['seconds']} s)."
+              for m in results.get("merged", [])]
     return "\n".join(lines) + "\n"
 
 
