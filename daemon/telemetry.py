@@ -347,9 +347,9 @@ class TelemetryLoop:
         self.store = store
         self.metrics = PollMetrics(registry)
         # Devices whose last poll failed wait for slots of their own: BMCs that hang until the deadline then
-        # take turns among themselves, never the healthy devices' (bench/: 5 % tarpits raised the healthy
-        # polls' p99 by 60 % when they shared one bound). A poll sends one request at a time, so the poller's
-        # bound on requests is never the tighter one.
+        # take turns among themselves, never the healthy devices' (with one bound, a tarpit holding the last
+        # slot kept a healthy BMC waiting for its whole deadline). A poll sends one request at a time, so the
+        # poller's bound on requests is never the tighter one.
         suspect_slots = max(1, settings.max_in_flight // 4)
         self.poller = RedfishPoller(max_in_flight=settings.max_in_flight + suspect_slots)
         self.intervals = {DeviceClass.BMC: settings.bmc_interval_seconds,
