@@ -41,7 +41,6 @@ from drivers import ipmi as ipmi_driver
 from drivers.ipmi import IpmiDriver, check_negotiated_session, parse_fru, probe_ipmi, read_fru_chunked
 from tests.lab.common import wait_until
 from tests.lab.ipmi import (
-    FAN_RPM_PER_COUNT,
     FRU_MANUFACTURER,
     FRU_MODEL,
     SENSOR_INLET,

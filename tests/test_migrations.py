@@ -66,15 +66,15 @@ def test_readings_move_to_series_and_back(tmp_path):
     engine.dispose()
 
     upgrade(url)
-    inventory = Inventory(make_engine(url))
-    newest = latest(inventory, ["baie_node_power_watts"], t0 - timedelta(minutes=1))
+    store = Inventory(make_engine(url))
+    newest = latest(store, ["baie_node_power_watts"], t0 - timedelta(minutes=1))
     assert {key: r.value for key, r in newest.items()} == {
         ("baie_node_power_watts", 'node="n1",site="par"'): 202.0,
         ("baie_node_power_watts", 'node="n2",site="par"'): 300.0}
-    store_readings(inventory, [ReadingIn("baie_pump_ok", {"pump": "1", "cdu": "c1"}, 0.0, t0 + timedelta(minutes=1))])
-    assert [(r.labels, r.value) for r in readings(inventory, t0 - timedelta(minutes=1), cdu="c1")] == [
+    store_readings(store, [ReadingIn("baie_pump_ok", {"pump": "1", "cdu": "c1"}, 0.0, t0 + timedelta(minutes=1))])
+    assert [(r.labels, r.value) for r in readings(store, t0 - timedelta(minutes=1), cdu="c1")] == [
         ({"cdu": "c1", "pump": "1"}, 1.0), ({"cdu": "c1", "pump": "1"}, 0.0)]  # one series, both readings
-    inventory.engine.dispose()
+    store.engine.dispose()
 
     command.downgrade(alembic_config(url), "0005")
     engine = make_engine(url)
