@@ -76,39 +76,6 @@ def role(i: int, tarpit_share: float = 0.0, failing_share: float = 0.0) -> str:
     return "healthy"
 
 
-def make_certificate(directory: Path, hosts: list[str]) -> tuple[Path, Path, str]:
-    """One self-signed certificate (EC P-256) for every BMC of a fleet: (cert, key, SHA-256 hex).
-
-    ``hosts`` become IP SANs, so that a client verifying against the certificate as a CA bundle (Ironic's
-    ``redfish_verify_ca``) accepts those addresses; clients that pin the fingerprint accept any address.
-    """
-    import datetime
-    import hashlib
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "baie bench fleet")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(h)) for h in hosts]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "fleet.crt", directory / "fleet.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return cert_path, key_path, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
 # ------------------------------------------------------------------------------------- Redfish bodies
 def _dump(data: object) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()

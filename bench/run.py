@@ -27,9 +27,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.fleet import (
-    IPMI_PORT, REDFISH_PORT, SNMP_PORT, IpmiFleet, RedfishFleet, SnmpFleet, address, make_certificate,
+    IPMI_PORT, REDFISH_PORT, SNMP_PORT, IpmiFleet, RedfishFleet, SnmpFleet, address,
     pdu_address, raise_fd_limit)
 from bench.poller import fill_nodes, quiet_logs
+from tests.lab.redfish import make_certificate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ARTEFACTS = "artefacts"  # beside the sections' work directories: files copied beside the results at the end
@@ -85,7 +86,9 @@ def run_worker(module: str, config: dict, workdir: Path, name: str, timeout: flo
 # ------------------------------------------------------------------------------------------ sections
 def section_redfish(scale: Scale, work: Path) -> dict:
     largest = max(scale.redfish_ns)
-    cert, key, fingerprint = make_certificate(work, [address(1, i) for i in range(scale.baseline_bmcs)])
+    # one certificate for the fleet; the baseline verifies it as a CA bundle, so its BMCs' addresses are SANs
+    cert, key, fingerprint = make_certificate(work, *(address(1, i) for i in range(scale.baseline_bmcs)),
+                                              stem="fleet")
     out: dict = {"fleet": {"latency_ms": [20, 100], "scheme": "https", "tls": "EC P-256, pinned (ours) / "
                            "CA bundle (baseline)", "server_keepalive_s": 300},
                  "scheduler": "daemon.telemetry.TelemetryLoop", "runs": {}}
@@ -120,7 +123,7 @@ def section_tarpit(scale: Scale, work: Path) -> dict:
     polls spread over the interval, at a load the loop keeps up with at every moment (so that the healthy p99
     compares service latency, not queueing)."""
     n = scale.tarpit_n
-    cert, key, fingerprint = make_certificate(work, [address(5, 0)])
+    cert, key, fingerprint = make_certificate(work, address(5, 0), stem="fleet")
     out: dict = {"count": n, "tarpit_share": 0.05, "request_timeout_s": 10.0, "interval_s": scale.interval,
                  "spread_jitter": TARPIT_SPREAD, "runs": {}}
     for share in (0.0, 0.05):
@@ -155,7 +158,7 @@ def section_discovery(scale: Scale, work: Path) -> dict:
     hosts = addresses([cidr])
     live = {h for k, h in enumerate(hosts) if k % 20 == 0}  # 5 %
     spec = [(k, h, "healthy" if h in live else "blackhole") for k, h in enumerate(hosts)]
-    cert, key, _ = make_certificate(work, [hosts[0]])
+    cert, key, _ = make_certificate(work, hosts[0], stem="fleet")
     bmc_settings = BmcSettings(redfish_port=REDFISH_PORT, ipmi_port=IPMI_PORT, redfish_scheme="https")
     out: dict = {"range": cidr, "addresses": len(hosts), "live": len(live), "protocols": ["redfish", "ipmi"],
                  "probe_timeout_s": DiscoverySettings().probe_timeout_seconds,

@@ -6,9 +6,6 @@ service of our own that issues session tokens and counts what the poller does to
 from __future__ import annotations
 
 import asyncio
-import datetime
-import hashlib
-import ipaddress
 import json
 import shutil
 import time
@@ -18,10 +15,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from drivers.base import (
     AuthFailed,
@@ -36,6 +29,7 @@ from drivers.base import (
 )
 from drivers.redfish_telemetry import BmcTarget, RedfishPoller
 from tests.lab.common import MOCKUPS, Process, free_port, tcp_open, tool, wait_until
+from tests.lab.redfish import make_certificate
 
 pytestmark = pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
 
@@ -69,25 +63,6 @@ def values(readings: list[SensorReading], metric: Metric, *labels: str) -> dict:
 
 def target(port: int, **kwargs) -> BmcTarget:
     return BmcTarget("127.0.0.1", CREDS, port=port, scheme=kwargs.pop("scheme", "http"), **kwargs)
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path, str]:
-    """A self-signed certificate for 127.0.0.1: (certificate, key, SHA-256 of the DER, hex)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "bmc.crt", directory / "bmc.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- peers

@@ -25,10 +25,12 @@ from tests.lab.common import MOCKUPS, Peer, Process, free_port, tool, wait_until
 READY_DEADLINE = 20.0
 
 
-def make_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path, str]:
-    """A fresh self-signed certificate for ``host`` (SAN IP): (certificate path, key path, SHA-256 hex)."""
+def make_certificate(directory: Path, *hosts: str, stem: str = "bmc") -> tuple[Path, Path, str]:
+    """A fresh self-signed certificate (EC P-256) for ``hosts`` (IP SANs; 127.0.0.1 when none), that also
+    serves as its own CA bundle: (``STEM.crt``, ``STEM.key``, SHA-256 of the DER, hex)."""
+    hosts = hosts or ("127.0.0.1",)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -38,11 +40,12 @@ def make_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Pa
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(h)) for h in hosts]),
+                       critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "bmc.crt", directory / "bmc.key"
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
