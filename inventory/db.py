@@ -89,13 +89,7 @@ class JobLock:
         if self.engine.dialect.name != "postgresql":
             return True
         connection = self.engine.connect()
-        try:
-            taken = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar_one()
-            connection.commit()
-        except BaseException:
-            self._discard(connection)
-            raise
-        if not taken:
+        if not self._ask(connection, "pg_try_advisory_lock"):
             connection.close()
             return False
         self._connection = connection
@@ -105,16 +99,20 @@ class JobLock:
         connection, self._connection = self._connection, None
         if connection is None:
             return
+        if self._ask(connection, "pg_advisory_unlock"):
+            connection.close()  # back to the pool
+        else:
+            self._discard(connection)
+
+    def _ask(self, connection: Connection, function: str) -> bool:
+        """``SELECT function(key)``; a connection that fails at it is discarded (the lock must not outlive it)."""
         try:
-            unlocked = connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}).scalar_one()
+            answer = connection.execute(text(f"SELECT {function}(:key)"), {"key": self.key}).scalar_one()
             connection.commit()
         except BaseException:
             self._discard(connection)
             raise
-        if unlocked:
-            connection.close()  # back to the pool
-        else:
-            self._discard(connection)
+        return answer
 
     @staticmethod
     def _discard(connection: Connection) -> None:
