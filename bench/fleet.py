@@ -391,8 +391,8 @@ async def _serve(spec: dict) -> None:
             servers.append(await loop.create_server(lambda: _Tarpit(fleet), sock=sock))
         else:
             bmc = _Bmc(index, role_, spec["run_id"])
-            servers.append(await loop.create_server(lambda bmc=bmc: _Http(fleet, bmc), sock=sock, ssl=context,
-                                                    ssl_handshake_timeout=30))
+            tls = {"ssl": context, "ssl_handshake_timeout": 30} if context else {}
+            servers.append(await loop.create_server(lambda bmc=bmc: _Http(fleet, bmc), sock=sock, **tls))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
