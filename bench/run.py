@@ -41,8 +41,8 @@ PY = sys.executable
 @dataclass(frozen=True)
 class Scale:
     redfish_ns: tuple[int, ...]
-    interval: float          # per-BMC timer interval in the steady-state phase (the cycle target)
-    cycles: int
+    interval: float          # per-BMC timer interval: under the 15 s target, so a loop that cannot keep up shows it
+    cycles: int              # the steady window, in intervals
     baseline_bmcs: int       # BMCs the baseline cycles over (its cache holds them all)
     baseline_seconds: float
     tarpit_n: int
@@ -56,7 +56,7 @@ class Scale:
     readings: int
 
 
-FULL = Scale(redfish_ns=(1000, 5000, 10000), interval=15.0, cycles=2, baseline_bmcs=250, baseline_seconds=60,
+FULL = Scale(redfish_ns=(1000, 5000, 10000), interval=10.0, cycles=3, baseline_bmcs=250, baseline_seconds=60,
              tarpit_n=2000, sweep_prefix=20, pdus=1000, snmp_processes=4, snmp_in_flight=32, ipmi_bmcs=2000,
              ipmi_deadline=300, nodes=10000,
              readings=100_000)
@@ -377,15 +377,17 @@ def targets(results: dict) -> list[dict]:
     base_rate = base.get("polls_per_s")
     runs = sorted(rf.get("runs", {}).items(), key=lambda kv: int(kv[0]))
     for n, run in runs:
-        steady, cycles = run["steady"], run["cycles_measured"]
-        worst = max(cycles, key=lambda c: c["wall_s"])
-        rate = min(c["polls_per_s"] for c in cycles)
+        steady = run["steady"]
         big = n == runs[-1][0]
-        row(f"Redfish N={int(n):,}: full cycle (every {run['interval_s']:g} s)", "<= 15 s" if big else "fits in 60 s",
-            f"{worst['wall_s']} s, {rate} polls/s (slowest of {len(cycles)} cycles; {steady['failed']} failed)",
-            worst["wall_s"] <= (15 if big else 60) and not steady["failed"],
-            f"{rate / base_rate:.1f}x" if base_rate else "",
-            f"first cycle (TLS + login + discovery) {run['first']['wall_s']} s")
+        limit = 15 if big else 60
+        row(f"Redfish N={int(n):,}: full cycle (due every {run['interval_s']:g} s)",
+            f"every BMC polled within {limit} s",
+            f"{steady['period_p99_s']} s between two polls of a BMC (p99; p50 {steady['period_p50_s']} s, max "
+            f"{steady['period_max_s']} s), {steady['polls_per_s']} polls/s sustained, {steady['failed']} failed",
+            steady["period_p99_s"] is not None and steady["period_p99_s"] <= limit and not steady["failed"],
+            f"{steady['polls_per_s'] / base_rate:.1f}x" if base_rate else "",
+            f"first cycle (TLS + login + discovery) {run['first']['wall_s']} s; steady from "
+            f"{steady['starts_after_s']} s")
         row(f"Redfish N={int(n):,}: daemon CPU per poll", "<= 1 ms",
             f"{steady['cpu_ms_per_poll']} ms ({steady['loop_thread_cpu_ms_per_poll']} ms on the event loop, the rest "
             f"DB writer/threads; {steady['cpu_cores_used']} cores)", steady["cpu_ms_per_poll"] <= 1.0,
@@ -397,7 +399,7 @@ def targets(results: dict) -> list[dict]:
             f"{steady['window_s']:.0f} s", None)
     if runs and base_rate:
         n, run = runs[-1]
-        rate = min(c["polls_per_s"] for c in run["cycles_measured"])
+        rate = run["steady"]["polls_per_s"]
         row(f"Redfish throughput vs baseline (N={int(n):,})", ">= 25x", f"{rate} vs {base_rate} polls/s",
             rate / base_rate >= 25, f"{rate / base_rate:.1f}x",
             f"baseline: sushy, 8 threads, warm cache of {rf['baseline'].get('bmcs')} BMCs, "
