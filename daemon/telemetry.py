@@ -42,7 +42,7 @@ import time
 import tomllib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -189,15 +189,18 @@ def _units(readings: list[SensorReading], label: str) -> set[str | None]:
     return {r.labels.get(label) for r in readings}
 
 
-def relabel(spec: DeviceSpec, readings: list[SensorReading]) -> list[tuple[str, dict[str, str], float]]:
-    """A driver's readings in our label conventions (see the module docstring)."""
-    unit_label = {DeviceClass.PDU: "pdu", DeviceClass.CDU: "cdu"}.get(spec.device_class)
-    several = unit_label is not None and len(_units(readings, unit_label)) > 1
+def relabel(spec: DeviceSpec, readings: list[SensorReading], now: datetime) -> list[ReadingIn]:
+    """A driver's readings in our label conventions (see the module docstring), as rows stamped ``now``."""
+    extra = dict(spec.labels)
+    if spec.device_class == DeviceClass.BMC:  # a server's readings keep the driver's labels (and most devices are)
+        return [ReadingIn(reading.metric, {**reading.labels, **extra}, reading.value, now) for reading in readings]
+    unit_label = {DeviceClass.PDU: "pdu", DeviceClass.CDU: "cdu"}[spec.device_class]
+    several = len(_units(readings, unit_label)) > 1
     outlets = dict(spec.outlets)
     out = []
     for reading in readings:
         labels = dict(reading.labels)
-        if unit_label and (unit := labels.pop(unit_label, None)) and several:
+        if (unit := labels.pop(unit_label, None)) and several:
             labels["unit"] = unit
         if spec.device_class == DeviceClass.PDU and "outlet" in labels:
             labels["outlet"] = str(outlets.get(labels["outlet"], labels["outlet"]))
@@ -205,7 +208,7 @@ def relabel(spec: DeviceSpec, readings: list[SensorReading]) -> list[tuple[str, 
             labels["circuit"] = CIRCUITS[side]
             if side == "secondary" and spec.loop:
                 labels["loop"] = spec.loop
-        out.append((reading.metric, {**labels, **dict(spec.labels)}, reading.value))
+        out.append(ReadingIn(reading.metric, {**labels, **extra}, reading.value, now))
     return out
 
 
@@ -575,9 +578,7 @@ class _Device:
         metrics.duration.labels(self.spec.site, self.spec.device_class).observe(time.monotonic() - started)
         metrics.up.labels(self.spec.site, self.spec.name).set(error is None)
         if error is None:
-            now = utcnow()
-            self.loop.queue([ReadingIn(metric, labels, value, now) for metric, labels, value in
-                             relabel(self.spec, readings)])
+            self.loop.queue(relabel(self.spec, readings, utcnow()))
             await self._succeeded()
         else:
             metrics.failures.labels(self.spec.site, self.spec.name).inc()

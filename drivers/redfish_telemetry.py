@@ -43,6 +43,7 @@ SESSIONS = "/redfish/v1/SessionService/Sessions"  # fixed by the Redfish specifi
 _HEALTH = {"OK": Health.OK, "Warning": Health.WARNING, "Critical": Health.CRITICAL}
 _OUTLET_ON = {"On": 1.0, "Off": 0.0}  # PoweringOn/PoweringOff/Paused: no reading
 _FAN_UNITS = {"RPM": Metric.FAN_SPEED_RPM, "Percent": Metric.FAN_SPEED_PERCENT}
+_NUMBER = (int, float)
 MAX_CACHED_URLS = 64  # per BMC: the resources a plan reads, and then some
 
 
@@ -139,16 +140,17 @@ class _Doc:
             node = node.get(key)
         return node
 
+    # number() and text() read one key without the call to get(): they are most of the parsers' calls
     def number(self, *path: str) -> float | None:
-        value = self.get(*path)
+        value = self.data.get(path[0]) if len(path) == 1 else self.get(*path)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if type(value) is bool or not isinstance(value, _NUMBER):
             raise self.malformed(path, "expected a number")
         return float(value)
 
     def text(self, *path: str) -> str | None:
-        value = self.get(*path)
+        value = self.data.get(path[0]) if len(path) == 1 else self.get(*path)
         if value is not None and not isinstance(value, str):
             raise self.malformed(path, "expected a string")
         return value
@@ -188,7 +190,10 @@ class _Doc:
         return links
 
     def health(self) -> Health | None:
-        value = self.text("Status", "Health")
+        status = self.data.get("Status")  # nearly every object has one: read it without the generic walk
+        value = status.get("Health") if type(status) is dict else self.text("Status", "Health")
+        if value is not None and not isinstance(value, str):
+            raise self.malformed(("Status", "Health"), "expected a string")
         if value is None:
             return None
         if value not in _HEALTH:

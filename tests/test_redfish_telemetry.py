@@ -395,6 +395,20 @@ async def test_malformed_value_names_the_field(poller, fake):
     assert raised.value.field == "/redfish/v1/PowerEquipment/RackPDUs/1/Outlets/1#/PowerWatts/Reading"
 
 
+@pytest.mark.parametrize("status, pointer, what", [
+    ("OK", "/Status", "expected an object"),
+    ({"Health": 1}, "/Status/Health", "expected a string"),
+    ({"Health": "Fine"}, "/Status/Health", "unknown health 'Fine'"),
+])
+async def test_malformed_health_names_the_field(poller, fake, status, pointer, what):
+    fake.tree["/redfish/v1/PowerEquipment/RackPDUs/1/Outlets/1"]["Status"] = status
+
+    with pytest.raises(MalformedReply) as raised:
+        await poller.poll_rack_pdu(target(fake.port))
+    assert raised.value.field == f"/redfish/v1/PowerEquipment/RackPDUs/1/Outlets/1#{pointer}"
+    assert what in str(raised.value)
+
+
 async def test_refused_connection_is_unreachable(poller):
     with pytest.raises(BmcUnreachable):
         await poller.poll_cdu(target(free_port()))
