@@ -86,7 +86,9 @@ class TelemetrySettings(_Section):
     jitter: float = Field(default=0.1, ge=0, le=1)  # a poll starts up to jitter x interval after it is due
     request_timeout_seconds: float = Field(default=10.0, gt=0)  # each request to a device
     poll_timeout_seconds: float = Field(default=30.0, gt=0)  # one whole poll of a device (a Redfish walk)
-    max_in_flight: int = Field(default=256, ge=1, le=4096)  # polls (and so requests) in flight at once
+    # polls (and so requests) in flight at once. With 10,000 BMCs answering in 20-100 ms, the event loop idled
+    # waiting for replies at 256 (587 polls/s, its thread 83 % busy); 512 gave 646 and 1,024 673 (bench/)
+    max_in_flight: int = Field(default=512, ge=1, le=4096)
     failures_before_unreachable: int = Field(default=3, ge=1)  # consecutive failures before a BMC is marked
     refresh_seconds: float = Field(default=300.0, gt=0)  # reload the device list from the inventory
     batch_size: int = Field(default=5000, ge=1)  # readings per database write...
