@@ -89,6 +89,9 @@ class TelemetrySettings(_Section):
     # polls (and so requests) in flight at once. With 10,000 BMCs answering in 20-100 ms, the event loop idled
     # waiting for replies at 256 (587 polls/s, its thread 83 % busy); 512 gave 646 and 1,024 673 (bench/)
     max_in_flight: int = Field(default=512, ge=1, le=4096)
+    # SNMP polls in flight at once, apart: an SNMPv3 PDU's walks cost tens of ms of the event loop's CPU, so
+    # hundreds at once overran their deadlines waiting for it (bench/: 933 of 1,000 PDUs timed out at 256)
+    snmp_in_flight: int = Field(default=32, ge=1, le=4096)
     failures_before_unreachable: int = Field(default=3, ge=1)  # consecutive failures before a BMC is marked
     refresh_seconds: float = Field(default=300.0, gt=0)  # reload the device list from the inventory
     batch_size: int = Field(default=5000, ge=1)  # readings per database write...

@@ -359,6 +359,7 @@ class TelemetryLoop:
                           DeviceClass.PDU: settings.pdu_interval_seconds,
                           DeviceClass.CDU: settings.cdu_interval_seconds}
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._snmp_slots = asyncio.Semaphore(settings.snmp_in_flight)
         self._suspect_slots = asyncio.Semaphore(suspect_slots)
         self._queue: asyncio.Queue[list[ReadingIn] | None] = asyncio.Queue()
         self._devices: dict[str, _Device] = {}
@@ -560,7 +561,7 @@ class _Device:
 
     async def poll(self) -> None:
         settings, metrics = self.loop.settings, self.loop.metrics
-        async with self.loop._suspect_slots if self.failures else self.loop._slots:
+        async with self._slots():
             started = time.monotonic()
             try:
                 async with asyncio.timeout(settings.poll_timeout_seconds):
@@ -583,6 +584,11 @@ class _Device:
         else:
             metrics.failures.labels(self.spec.site, self.spec.name).inc()
             await self._failed(error)
+
+    def _slots(self) -> asyncio.Semaphore:
+        if self.failures:
+            return self.loop._suspect_slots  # waiting out a deadline costs no CPU, whatever the protocol
+        return self.loop._snmp_slots if self.spec.protocol == DeviceProtocol.SNMP else self.loop._slots
 
     async def _succeeded(self) -> None:
         if self.failures:

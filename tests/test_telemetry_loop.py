@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,6 +324,29 @@ async def test_a_failing_device_waits_for_slots_of_its_own(inventory, site, runn
         await wait_for(lambda: run.failures("node/stuck") == 2, "the tarpit's second poll given up")
         assert run.polls("node/srv1") - before >= 10  # polled every ~0.1 s of those 3 s; 1 or 2 if it queued
         assert run.failures("node/srv1") == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # seconds of waiting: one backend is enough
+async def test_snmp_polls_have_slots_of_their_own(inventory, site, running):
+    """One SNMP slot. A PDU that never answers holds it for its first poll's deadline: the other PDUs wait for
+    it, while the Redfish server beside them is polled all along; once failed, it waits apart."""
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound and never read: nothing ever answers
+    dead.bind(("127.0.0.2", 0))
+    try:
+        with inventory.session() as s:
+            lab = s.exec(select(Site)).one()
+            s.add(Pdu(site_id=lab.id, name="pdu-dead", address="127.0.0.2", port=dead.getsockname()[1],
+                      protocol="snmp"))
+        run = running(snmp_in_flight=1, pdu_interval_seconds=0.1, bmc_interval_seconds=0.1,
+                      cdu_interval_seconds=3600, request_timeout_seconds=3, poll_timeout_seconds=3)
+        await wait_for(lambda: run.failures("pdu/pdu-dead") == 1, "the dead PDU's first poll given up")
+        # every 0.1 s for those 3 s with a slot each: ~30 polls; here one before the dead PDU took the slot
+        assert run.polls("pdu/pdu-a") <= 3 and run.polls("pdu/pdu-b") <= 3
+        assert run.polls("node/srv1") >= 5
+        await wait_for(lambda: run.polls("pdu/pdu-a") >= 10, "pdu-a polled while the dead PDU waits apart")
+        assert run.failures("pdu/pdu-a") == run.failures("pdu/pdu-b") == 0
+    finally:
+        dead.close()
 
 
 async def test_readings_are_written_in_batches_and_stop_writes_the_rest(inventory, site, running):
