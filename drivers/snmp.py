@@ -195,6 +195,14 @@ def mib_view() -> view.MibViewController:
     return view.MibViewController(builder.MibBuilder())
 
 
+@functools.lru_cache(maxsize=4096)
+def _asked(oid: str) -> ObjectType:
+    """A variable to request, resolved against the MIB view once: pysnmp resolves every variable it sends
+    (a walk of the view's OID tree) unless it was resolved before, which cost a PDU poll ~10 % of its CPU.
+    Shared across requests and never changed."""
+    return ObjectType(ObjectIdentity(oid)).resolve_with_mib(mib_view())
+
+
 def new_engine() -> SnmpEngine:
     """An SnmpEngine on the shared MIB view (~0.3 s of CPU: not on the event loop). One engine can serve
     many devices that use the same credentials."""
@@ -233,7 +241,7 @@ class SnmpClient:
         async with self._call():
             indication, status, index, varbinds = await get_cmd(
                 self._engine, self._auth, await self._udp(), self._context,
-                *[ObjectType(ObjectIdentity(oid)) for oid in oids], lookupMib=False)
+                *[_asked(oid) for oid in oids], lookupMib=False)
             self._check(indication, status, index, oids)
             return {str(name): _parse(value) for name, value in varbinds}
 
@@ -244,7 +252,7 @@ class SnmpClient:
         async with self._call():
             async for indication, status, index, varbinds in bulk_walk_cmd(
                     self._engine, self._auth, await self._udp(), self._context, 0,
-                    self.target.max_repetitions, ObjectType(ObjectIdentity(column)),
+                    self.target.max_repetitions, _asked(column),
                     lexicographicMode=False, lookupMib=False):
                 # pysnmp keeps retrying a timed-out walk forever: stop at the first error
                 self._check(indication, status, index, (column,))
@@ -271,7 +279,7 @@ class SnmpClient:
                 pending = list(cursor)
                 indication, status, index, varbinds = await bulk_cmd(
                     self._engine, self._auth, await self._udp(), self._context, 0, repetitions,
-                    *[ObjectType(ObjectIdentity(cursor[column])) for column in pending], lookupMib=False)
+                    *[_asked(cursor[column]) for column in pending], lookupMib=False)
                 self._check(indication, status, index, pending)
                 # the reply is rows of one successor per pending column, in request order
                 before = dict(cursor)
