@@ -10,9 +10,9 @@ around ``_Device.poll`` that records when each poll started and ended and whethe
 
 The loop polls every BMC at once when it starts (login + discovery of each BMC's resources: the *first*
 cycle), then every ``interval`` seconds (each poll up to ``jitter`` x interval late, the daemon's default).
-The steady window starts once every BMC has been polled twice (the first cycle and whatever queue it left
-behind are over: from then on the loop either keeps up with the interval or is saturated) and lasts
-``cycles`` intervals. Over the polls that ended in it: polls/s sustained, the time between two polls of
+The steady window starts once every BMC has been polled three times (the first cycle, and the cycle that
+works off the queue it left behind: from then on the loop either keeps up with the interval or is
+saturated) and lasts ``cycles`` intervals. Over the polls that ended in it: polls/s sustained, the time between two polls of
 the same BMC (p50/p99/max: how fresh an operator's data is; at saturation, one round over every BMC),
 process CPU per poll (everything: event loop, DB writer, threads) and the event loop thread's share, poll
 latency p50/p99 of healthy BMCs (the whole ``poll()``, waiting for a slot included), polls per healthy BMC
@@ -250,9 +250,10 @@ def _s(seconds: float | None) -> float | None:
 
 
 def steady_start(polls: list[tuple[str, int, float, float, bool]], count: int) -> float | None:
-    """When the last of ``count`` devices ended its second poll (None: not yet)."""
-    second = [p[3] for p in polls if p[1] == 1]
-    return max(second) if len(second) == count else None
+    """When the last of ``count`` devices ended its third poll (None: not yet). After the second, the polls
+    that waited behind the first cycle's logins still came closer together than the loop's steady rate."""
+    third = [p[3] for p in polls if p[1] == 2]
+    return max(third) if len(third) == count else None
 
 
 def summarize(polls: list[tuple[str, int, float, float, bool]], roles: dict[str, str], samples: list[dict],
@@ -260,7 +261,7 @@ def summarize(polls: list[tuple[str, int, float, float, bool]], roles: dict[str,
     first = [p for p in polls if p[1] == 0]
     window0 = steady_start(polls, len(roles))
     if window0 is None:
-        raise RuntimeError(f"not every device was polled twice ({len({p[0] for p in polls if p[1] >= 1})} "
+        raise RuntimeError(f"not every device was polled three times ({len({p[0] for p in polls if p[1] >= 2})} "
                            f"of {len(roles)}) before the deadline")
     window1 = window0 + cycles * interval
     steady = [p for p in polls if window0 < p[3] <= window1]
@@ -281,6 +282,7 @@ def summarize(polls: list[tuple[str, int, float, float, bool]], roles: dict[str,
         "window": [window0, window1], "window_s": round(window1 - window0, 2),
         "starts_after_s": round(window0 - started, 1), "polls": len(steady),
         "failed": sum(not p[4] for p in steady), "polls_per_s": round(len(steady) / (window1 - window0), 1),
+        "round_s": round(len(roles) * (window1 - window0) / len(steady), 2) if steady else None,
         "period_p50_s": _s(percentile(periods, 50)), "period_p99_s": _s(percentile(periods, 99)),
         "period_max_s": _s(max(periods, default=None)),
         "cpu_s": round(cpu, 2), "cpu_ms_per_poll": round(1000 * cpu / len(steady), 3) if steady else None,
