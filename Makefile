@@ -43,7 +43,7 @@ test: system-packages $(STAMP)
 demo: system-packages $(STAMP)
 	$(BIN)/python -m tests.lab.demo
 
-# The fleet benchmark (~15 min; BENCH_ARGS=--quick for a ~3 min smoke run): results in bench/results/.
+# The fleet benchmark (~16 min; BENCH_ARGS=--quick for a ~3 min smoke run): results in bench/results/.
 BENCH_ARGS ?=
 bench: system-packages $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'
