@@ -42,22 +42,35 @@ SAMPLE_SECONDS = 1.0
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def process_stats() -> dict[str, float]:
-    status = Path("/proc/self/status").read_text().splitlines()
-    fields = dict(line.split(":", 1) for line in status if ":" in line)
-    return {"rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1), "threads": int(fields["Threads"]),
-            "fds": len(os.listdir("/proc/self/fd"))}
+def _proc_stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds() -> float:
+def process_stats(workers: list[int] = ()) -> dict[str, float]:
+    """RSS, threads and open fds of this process and its Redfish poll workers, summed."""
+    rss_kb = threads = fds = 0
+    for pid in ("self", *workers):
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+        rss_kb += int(fields["VmRSS"].split()[0])
+        threads += int(fields["Threads"])
+        fds += len(os.listdir(f"/proc/{pid}/fd"))
+    return {"rss_mb": round(rss_kb / 1024, 1), "threads": threads, "fds": fds}
+
+
+def cpu_seconds(workers: list[int] = ()) -> float:
+    """CPU seconds of this process and of its Redfish poll workers (``workers``: their PIDs)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime + sum(_ticks(_proc_stat(pid)) for pid in workers)
+
+
+def _ticks(stat: list[str]) -> float:
+    return (int(stat[11]) + int(stat[12])) / TICK
 
 
 def loop_thread_cpu() -> float:
-    """CPU seconds of the main thread (the event loop); the rest of the process is the thread pool."""
-    fields = Path(f"/proc/self/task/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """CPU seconds of the main thread (the daemon's event loop)."""
+    return _ticks(_proc_stat(os.getpid()))
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -180,9 +193,10 @@ async def run(config: dict, workdir: Path) -> dict:
     def sample() -> None:
         # The gauge itself, not registry.get_sample_value: that collects every metric of every device (3 per
         # device), which at 5,000 devices cost the event loop 0.12 s per sample, a quarter of its CPU.
-        samples.append({"t": time.monotonic(), "cpu": cpu_seconds(), "loop_cpu": loop_thread_cpu(),
+        workers = loop.poller.pids()
+        samples.append({"t": time.monotonic(), "cpu": cpu_seconds(workers), "loop_cpu": loop_thread_cpu(),
                         "queued": loop.metrics.queued.collect()[0].samples[0].value,
-                        "frozen": gc.get_freeze_count(), **process_stats()})
+                        "frozen": gc.get_freeze_count(), **process_stats(workers)})
 
     gc.collect()
     started = time.monotonic()
@@ -221,7 +235,7 @@ async def run(config: dict, workdir: Path) -> dict:
                                        "collected": sum(e[3] for e in steady_gc if e[1] == g)} for g in range(3)}
     print(f"  [poller gc, steady] {json.dumps(out['steady']['gc'])}", file=sys.stderr, flush=True)
     out.update({"count": count, "roles": dict(collections.Counter(roles.values())), "interval_s": interval,
-                "cycles": cycles, "max_in_flight": settings.max_in_flight, "jitter": settings.jitter,
+                "cycles": cycles, "max_in_flight": settings.max_in_flight, "redfish_workers": settings.redfish_workers, "jitter": settings.jitter,
                 "workers": DaemonSettings().workers, "readings_written": int(written), "batches": int(batches),
                 "stop_s": round(stop_s, 2), "end": process_stats(),
                 "gc_seconds_by_generation": [round(x, 2) for x in recorder.gc_seconds],

@@ -7,10 +7,10 @@ never starts while the previous one runs. The device list is reloaded every ``re
 
 What is polled:
 - nodes with a BMC address, not planned or retired, whose BMC state is ``ok`` or ``unreachable`` (auth
-  failures and certificate mismatches wait for the operator): Redfish through the shared aiohttp poller
-  (TLS pinned to ``bmc_tls_fingerprint``), IPMI through ``IpmiDriver.read_sensors`` on the IPMI thread pool;
+  failures and certificate mismatches wait for the operator): Redfish through the poll worker processes
+  (``daemon.redfish_workers``; TLS pinned to ``bmc_tls_fingerprint``), IPMI through ``IpmiDriver.read_sensors`` on the IPMI thread pool;
   credentials as for every BMC action (``daemon.bmc.credential_names``);
-- PDUs and CDUs with an address: Redfish ones through the poller, with the same credential names as BMCs,
+- PDUs and CDUs with an address: Redfish ones through the workers, with the same credential names as BMCs,
   verified against ``bmc.ca_bundle`` or else the system CAs; SNMP PDUs through ``SnmpPdu``.
 
 SNMP credentials are a TOML credential file named by the PDU's ``credential_ref``, else ``snmp-<site>``,
@@ -58,7 +58,8 @@ from daemon.credentials import CredentialError, CredentialStore
 from daemon.executor import blocking, ipmi_blocking
 from drivers.base import AuthFailed, DriverError, Metric, OutletReading, OutletState, Secret, SensorReading, Timeout
 from drivers.ipmi import IpmiDriver
-from drivers.redfish_telemetry import BmcTarget, DeviceKind, RedfishPoller
+from daemon.redfish_workers import RedfishWorkers
+from drivers.redfish_telemetry import BmcTarget, DeviceKind
 from drivers.snmp import (
     SYS_OBJECT_ID, AuthProtocol, PrivProtocol, SnmpPdu, SnmpTarget, SnmpV3User, mib_view, new_engine)
 from inventory.enrolment import set_bmc_state
@@ -221,7 +222,7 @@ class Reader(Protocol):
 
 @dataclass
 class RedfishReader:
-    poller: RedfishPoller
+    poller: RedfishWorkers
     target: BmcTarget
     kind: DeviceKind
 
@@ -351,10 +352,10 @@ class TelemetryLoop:
         self.metrics = PollMetrics(registry)
         # Devices whose last poll failed wait for slots of their own: BMCs that hang until the deadline then
         # take turns among themselves, never the healthy devices' (with one bound, a tarpit holding the last
-        # slot kept a healthy BMC waiting for its whole deadline). A poll sends one request at a time, so the
-        # poller's bound on requests is never the tighter one.
+        # slot kept a healthy BMC waiting for its whole deadline). A poll sends one request at a time, so a
+        # worker's bound on requests is never the tighter one.
         suspect_slots = max(1, settings.max_in_flight // 4)
-        self.poller = RedfishPoller(max_in_flight=settings.max_in_flight + suspect_slots)
+        self.poller = RedfishWorkers(settings.redfish_workers, max_in_flight=settings.max_in_flight + suspect_slots)
         self.intervals = {DeviceClass.BMC: settings.bmc_interval_seconds,
                           DeviceClass.PDU: settings.pdu_interval_seconds,
                           DeviceClass.CDU: settings.cdu_interval_seconds}
@@ -387,9 +388,7 @@ class TelemetryLoop:
         if self._writer:
             self._queue.put_nowait(None)
             await self._writer
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(STOP_SECONDS):
-                await self.poller.close()
+        await self.poller.close(STOP_SECONDS)
         for engine in self._snmp_engines.values():
             engine.close_dispatcher()
         self._snmp_engines.clear()

@@ -62,6 +62,16 @@ class DriverError(Exception):
         what = f" (field {field})" if field else ""
         super().__init__(f"{where}{message}{what}")
 
+    def __reduce__(self):  # pickled across the Redfish poll workers' pipe, whatever a subclass's __init__ takes
+        return _rebuilt_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt_error(cls: type[DriverError], args: tuple, state: dict) -> DriverError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class BmcUnreachable(DriverError):
     """Nothing answered, or the connection was refused or reset."""

@@ -93,6 +93,11 @@ def test_service_is_notify_with_watchdog(service):
     assert stop is not None and stop.endswith("s") and int(stop[:-1]) > 10
 
 
+def test_service_allows_a_connection_per_bmc(service):
+    # the soft default (1024) would stop a site's polls past its first thousand BMCs
+    assert int(service["LimitNOFILE"][-1]) >= 65536
+
+
 def test_service_execstart(service):
     assert service["ExecStart"] == [f"{MISSING_BINARY} daemon --config /etc/baie/baie.toml"]
 

@@ -1,0 +1,280 @@
+"""Redfish telemetry polled in worker processes: the daemon's event loop schedules, its workers poll.
+
+One event loop polls about 700 Redfish BMCs a second (two HTTPS requests each): aiohttp's request path, TLS
+and the parsing take ~1.3 ms of its thread per poll, and that thread was the limit while the host's other
+cores idled (bench/, 10,000 BMCs). ``RedfishWorkers`` runs ``telemetry.redfish_workers`` processes, each
+with its own event loop and ``RedfishPoller``; a BMC always goes to the same worker, which keeps its
+connection, session and plan.
+
+The daemon speaks to a worker over the worker's stdin and stdout: frames of a 4-byte length and a pickled
+list of messages, everything one turn of the event loop produced. Pickle is safe here: both ends are our
+own processes. Credentials go down that pipe, never into arguments or the environment.
+
+To a worker: ``("target", key, fields)`` a BMC's address, credentials, TLS and deadline, before its first
+poll and whenever they change; ``("poll", id, key, kind)``; ``("cancel", id)`` when the daemon gave up on a
+poll (its deadline); ``("close",)``: log out of every session and exit. From a worker: ``("done", id,
+readings)``, ``("failed", id, error)``. A worker whose daemon has gone (end of its stdin) exits too.
+
+A worker that dies fails the polls it had with ``WorkerLost`` (the BMCs are not to blame: their state does
+not change) and is started again for the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import pickle
+import signal
+import struct
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from drivers.base import Credentials, DriverError, Health, Metric, Secret, SensorReading
+from drivers.redfish_telemetry import BmcTarget, DeviceKind, RedfishPoller
+
+log = structlog.get_logger("baie.telemetry")
+
+FRAME = struct.Struct("!I")
+Key = tuple[str, str, int | None]
+Row = tuple[str, float, dict[str, str], str | None]
+_METRICS = {metric.value: metric for metric in Metric}
+_HEALTH = {health.value: health for health in Health}
+
+
+class WorkerLost(RuntimeError):
+    """The worker process polling a BMC exited before the poll ended."""
+
+
+class WorkerFailed(RuntimeError):
+    """A poll failed in a worker with an error that is not a driver's (a bug: its traceback is in the log)."""
+
+
+def _fields(target: BmcTarget) -> tuple:
+    """A target as plain values: ``Secret`` refuses to be pickled, and this pipe is the one place it may go."""
+    return (target.address, target.credentials.username, target.credentials.password.reveal(), target.port,
+            target.scheme, target.ca_bundle and str(target.ca_bundle), target.fingerprint, target.timeout,
+            dict(target.labels))
+
+
+def _target(fields: tuple) -> BmcTarget:
+    address, username, password, port, scheme, ca_bundle, fingerprint, timeout, labels = fields
+    return BmcTarget(address, Credentials(username, Secret(password)), port=port, scheme=scheme,
+                     ca_bundle=Path(ca_bundle) if ca_bundle else None, fingerprint=fingerprint, timeout=timeout,
+                     labels=labels)
+
+
+# Readings cross as plain tuples: unpickling the dataclasses themselves (their __setstate__ is Python) cost the
+# daemon's loop more than the rest of a poll's handling (bench/).
+def _rows(readings: list[SensorReading]) -> list[Row]:
+    return [(r.metric.value, r.value, r.labels, r.health and r.health.value) for r in readings]
+
+
+def _readings(rows: list[Row]) -> list[SensorReading]:
+    return [SensorReading(_METRICS[metric], value, labels, _HEALTH[health] if health else None)
+            for metric, value, labels, health in rows]
+
+
+class _Outbox:
+    """Messages to the other end, sent as one frame per turn of the event loop."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
+        self._messages: list[tuple] = []
+
+    def put(self, message: tuple) -> None:
+        if not self._messages:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._messages.append(message)
+
+    def flush(self) -> None:
+        if self._messages:
+            data = pickle.dumps(self._messages, pickle.HIGHEST_PROTOCOL)
+            self._messages = []
+            self._write(FRAME.pack(len(data)) + data)
+
+
+async def _frames(reader: asyncio.StreamReader):
+    """The message lists the other end sent, until it closes its end (or dies)."""
+    while True:
+        try:
+            size = FRAME.unpack(await reader.readexactly(FRAME.size))[0]
+            messages = pickle.loads(await reader.readexactly(size))
+        except asyncio.IncompleteReadError:
+            return
+        yield messages
+
+
+# ------------------------------------------------------------------------------------ the daemon's side
+class _Worker:
+    def __init__(self, number: int, max_in_flight: int) -> None:
+        self.number = number
+        self.max_in_flight = max_in_flight
+        self.targets = 0  # BMCs assigned to this worker
+        self._process: asyncio.subprocess.Process | None = None
+        self._outbox: _Outbox | None = None
+        self._reading: asyncio.Task | None = None
+        self._pending: dict[int, asyncio.Future[list[SensorReading]]] = {}
+        self._sent: dict[Key, BmcTarget] = {}  # the targets this process has, as sent
+        self._ids = itertools.count()
+        self._starting = asyncio.Lock()
+        self._closing = False  # close() asked it to exit (and kills it if it takes too long)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process and self._process.returncode is None else None
+
+    async def poll(self, key: Key, target: BmcTarget, kind: DeviceKind) -> list[SensorReading]:
+        outbox = self._outbox or await self._started()
+        if self._sent.get(key) is not target:  # the daemon keeps one target object per BMC until it changes
+            outbox.put(("target", key, _fields(target)))
+            self._sent[key] = target
+        poll_id = next(self._ids)
+        future = self._pending[poll_id] = asyncio.get_running_loop().create_future()
+        outbox.put(("poll", poll_id, key, kind.value))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self._pending.pop(poll_id, None) is not None and self._outbox is outbox:
+                outbox.put(("cancel", poll_id))
+            raise
+
+    async def _started(self) -> _Outbox:
+        async with self._starting:
+            if self._outbox is None:
+                # stderr: the daemon's (the journal); stdout is the pipe back
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "daemon.redfish_workers", str(self.max_in_flight),
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                assert process.stdin is not None and process.stdout is not None
+                self._process, self._sent = process, {}
+                self._outbox = _Outbox(process.stdin.write)
+                self._reading = asyncio.create_task(self._read(process), name=f"redfish worker {self.number}")
+            return self._outbox
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for messages in _frames(process.stdout):
+            for verb, poll_id, result in messages:
+                future = self._pending.pop(poll_id, None)
+                if future is None or future.done():
+                    continue  # the daemon gave up on it
+                if verb == "done":
+                    future.set_result(_readings(result))
+                else:
+                    future.set_exception(result)
+        code = await process.wait()
+        lost, self._pending = self._pending, {}
+        self._outbox = None
+        if lost or (code != 0 and not self._closing):
+            log.error("redfish poll worker exited", worker=self.number, pid=process.pid, exit_code=code,
+                      polls_lost=len(lost))
+        for future in lost.values():
+            if not future.done():
+                future.set_exception(WorkerLost(f"redfish poll worker {self.number} (pid {process.pid}) exited "
+                                                f"with code {code}"))
+
+    async def close(self, timeout: float) -> None:
+        """Ask the worker to log out of its sessions and exit; kill it if it has not within ``timeout`` seconds."""
+        process, outbox, reading = self._process, self._outbox, self._reading
+        if process is None or reading is None:
+            return
+        self._closing = True
+        if outbox is not None and process.returncode is None:
+            outbox.put(("close",))
+            outbox.flush()
+            assert process.stdin is not None
+            process.stdin.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(reading)
+        except TimeoutError:
+            process.kill()
+            await reading
+
+
+class RedfishWorkers:
+    """``RedfishPoller.poll``, run by ``count`` worker processes (started at their first poll)."""
+
+    def __init__(self, count: int, *, max_in_flight: int) -> None:
+        self._workers = [_Worker(n, max_in_flight) for n in range(count)]
+        self._assigned: dict[Key, _Worker] = {}
+
+    def pids(self) -> list[int]:
+        return [pid for worker in self._workers if (pid := worker.pid) is not None]
+
+    async def poll(self, target: BmcTarget, kind: DeviceKind) -> list[SensorReading]:
+        key = (target.scheme, target.address, target.port)
+        worker = self._assigned.get(key)
+        if worker is None:
+            worker = self._assigned[key] = min(self._workers, key=lambda w: w.targets)
+            worker.targets += 1
+        return await worker.poll(key, target, kind)
+
+    async def close(self, timeout: float) -> None:
+        """Log out of every session (best effort) and stop the workers; those not done in ``timeout`` s are killed."""
+        await asyncio.gather(*(worker.close(timeout) for worker in self._workers))
+
+
+# ------------------------------------------------------------------------------------- the worker's side
+async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**31)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(channel_in, "rb"))
+    transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(channel_out, "wb"))
+    outbox = _Outbox(transport.write)
+    poller = RedfishPoller(max_in_flight=max_in_flight)
+    targets: dict[Key, BmcTarget] = {}
+    polls: dict[int, asyncio.Task] = {}
+
+    async def poll(poll_id: int, target: BmcTarget, kind: DeviceKind) -> None:
+        try:
+            outbox.put(("done", poll_id, _rows(await poller.poll(target, kind))))
+        except DriverError as exc:
+            outbox.put(("failed", poll_id, exc))
+        except Exception as exc:
+            traceback.print_exc()
+            outbox.put(("failed", poll_id, WorkerFailed(f"{target.name}: {type(exc).__name__} in the poll worker")))
+        finally:
+            polls.pop(poll_id, None)
+
+    try:
+        async for messages in _frames(reader):
+            for message in messages:
+                if message[0] == "target":
+                    targets[message[1]] = _target(message[2])
+                elif message[0] == "poll":
+                    _, poll_id, key, kind = message
+                    polls[poll_id] = asyncio.create_task(poll(poll_id, targets[key], DeviceKind(kind)))
+                elif message[0] == "cancel":
+                    if (task := polls.pop(message[1], None)) is not None:
+                        task.cancel()
+                elif message[0] == "close":
+                    return
+    finally:
+        for task in polls.values():
+            task.cancel()
+        await poller.close()
+        outbox.flush()
+        transport.close()
+
+
+def main() -> None:
+    import uvloop
+
+    # The daemon stops its workers (they log out of their sessions first); a signal to the whole group, as
+    # systemd and a terminal's ^C send, must not kill them before it does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The channel back to the daemon is the stdout we were given; anything printed goes to stderr instead.
+    channel_out = os.dup(1)
+    os.dup2(2, 1)
+    uvloop.run(_serve(int(sys.argv[1]), os.dup(0), channel_out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Redfish polls in worker processes (daemon.redfish_workers) against the peers of test_redfish_telemetry:
+sushy-static serving the recorded trees, misbehaving servers, a tarpit, and the token-session service.
+The workers are real processes; they are killed, signalled and read through /proc here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.redfish_workers import RedfishWorkers, WorkerLost
+from drivers.base import AuthFailed, Credentials, MalformedReply, Metric, Secret, Timeout, TlsMismatch
+from drivers.redfish_telemetry import BmcTarget, DeviceKind, RedfishPoller
+from tests.lab.common import MOCKUPS, eventually
+from tests.test_redfish_telemetry import (  # noqa: F401 (fixtures)
+    LEGACY,
+    PASSWORD,
+    bad_bmcs,
+    fake,
+    sushy,
+    target,
+    values,
+)
+
+pytestmark = pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
+
+KINDS = {"public-pdu": DeviceKind.RACK_PDU, "public-cooling-unit": DeviceKind.CDU,
+         "public-liquid-cooled-server": DeviceKind.SERVER, "public-rackmount1": DeviceKind.SERVER,
+         LEGACY: DeviceKind.SERVER}
+STOP = 5.0
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[RedfishWorkers]:
+    pool = RedfishWorkers(1, max_in_flight=16)
+    yield pool
+    await pool.close(STOP)
+
+
+class CountingTarpit:
+    """Accepts connections and never answers; knows how many are open."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.server: asyncio.Server | None = None
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        try:
+            await reader.read()  # until the client closes
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_readings_are_the_in_process_poller_s_whichever_worker_polls(sushy):
+    pool = RedfishWorkers(2, max_in_flight=16)
+    try:
+        async with RedfishPoller() as poller:
+            for name, kind in KINDS.items():
+                bmc = target(sushy.ports[name], labels={"rack": "R1"})
+                expected = await poller.poll(bmc, kind)
+                assert expected
+                assert await pool.poll(bmc, kind) == expected
+                assert await pool.poll(bmc, kind) == expected  # the worker's plan, as the poller's
+        assert len(pool.pids()) == 2  # five BMCs, spread over both
+    finally:
+        await pool.close(STOP)
+    assert pool.pids() == []
+
+
+async def test_driver_errors_cross_typed_with_their_fields(workers, sushy, bad_bmcs, fake):
+    with pytest.raises(MalformedReply) as raised:
+        await workers.poll(target(bad_bmcs["html"]), DeviceKind.SERVER)
+    assert raised.value.field == "/redfish/v1" and raised.value.target == f"127.0.0.1:{bad_bmcs['html']}"
+
+    with pytest.raises(Timeout):
+        await workers.poll(target(bad_bmcs["tarpit"], timeout=0.5), DeviceKind.SERVER)
+
+    wrong = BmcTarget("127.0.0.1", Credentials("telemetry", Secret("wrong-" + PASSWORD)), port=fake.port,
+                      scheme="http")
+    with pytest.raises(AuthFailed) as refused:
+        await workers.poll(wrong, DeviceKind.RACK_PDU)
+    assert PASSWORD not in str(refused.value)
+
+    pinned = target(sushy.ports["tls"], scheme="https", fingerprint="00" * 32)
+    with pytest.raises(TlsMismatch) as mismatch:
+        await workers.poll(pinned, DeviceKind.RACK_PDU)
+    assert mismatch.value.seen_fingerprint == sushy.tls_sha256.replace(":", "").lower()
+    assert mismatch.value.expected_fingerprint == "00" * 32
+
+
+async def test_a_poll_the_daemon_gives_up_on_is_cancelled_in_the_worker():
+    tarpit = CountingTarpit()
+    async with tarpit as port, asyncio.timeout(20):
+        pool = RedfishWorkers(1, max_in_flight=16)
+        try:
+            stuck = asyncio.create_task(pool.poll(target(port, timeout=60), DeviceKind.SERVER))
+            await eventually(lambda: tarpit.open == 1, deadline=10, what="the worker connected to the tarpit")
+            stuck.cancel()
+            # the worker drops the request (and its connection) long before its 60 s deadline
+            await eventually(lambda: tarpit.open == 0, deadline=10, what="the worker cancelled its request")
+        finally:
+            await pool.close(STOP)
+
+
+async def test_a_dead_worker_fails_its_polls_and_is_started_again(workers, sushy):
+    tarpit = CountingTarpit()
+    async with tarpit as port, asyncio.timeout(20):
+        stuck = asyncio.create_task(workers.poll(target(port, timeout=60), DeviceKind.SERVER))
+        await eventually(lambda: tarpit.open == 1, deadline=10, what="the worker connected to the tarpit")
+        [pid] = workers.pids()
+        with capture_logs() as logs:
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(WorkerLost, match="exited with code -9"):
+                await stuck
+        assert [(e["event"], e["polls_lost"], e["exit_code"]) for e in logs] == [
+            ("redfish poll worker exited", 1, -9)]
+
+        bmc = target(sushy.ports["public-cooling-unit"])
+        assert await workers.poll(bmc, DeviceKind.CDU)
+        assert workers.pids() != [pid]
+
+
+async def test_credentials_reach_a_worker_only_through_its_pipe_and_close_logs_out(fake):
+    pool = RedfishWorkers(1, max_in_flight=16)
+    bmc = target(fake.port)
+    first = await pool.poll(bmc, DeviceKind.RACK_PDU)
+    assert values(first, Metric.OUTLET_POWER_WATTS, "outlet") == {"1": 100.5, "2": 42.25}
+    [pid] = pool.pids()
+    for part in ("cmdline", "environ"):
+        assert PASSWORD.encode() not in Path(f"/proc/{pid}/{part}").read_bytes()
+
+    # systemd and a terminal signal the whole group: the worker waits for the daemon to stop it
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    assert await pool.poll(bmc, DeviceKind.RACK_PDU) == first
+    assert pool.pids() == [pid] and fake.logins == 1
+
+    with capture_logs() as logs:
+        await pool.close(STOP)
+    assert fake.logouts == ["1"] and not fake.tokens
+    assert pool.pids() == [] and logs == []
+    assert not Path(f"/proc/{pid}").exists()
