@@ -210,14 +210,20 @@ async def run(config: dict, workdir: Path) -> dict:
         if window0 is not None and time.monotonic() >= window0 + cycles * interval:
             break
     profile_text = None
-    if config.get("profile"):  # one more interval under pyinstrument (the event loop thread only)
+    if config.get("profile"):  # one more interval: the event loop under pyinstrument, a poll worker under py-spy
         from pyinstrument import Profiler
 
+        spy = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(loop.poller.pids()[0]), "--duration",
+            str(int(interval)), "--format", "raw", "--output", str(workdir / "worker.raw"), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         profiler = Profiler(interval=0.002, async_mode="disabled")
         profiler.start()
         await asyncio.sleep(interval)
         profiler.stop()
         profile_text = profiler.output_text(unicode=False, color=False, show_all=False)
+        if await spy.wait() == 0:
+            profile_text += "\n\n" + collapsed_summary((workdir / "worker.raw").read_text())
     stop0 = time.monotonic()
     await loop.stop()
     stop_s = time.monotonic() - stop0
@@ -318,6 +324,24 @@ def summarize(polls: list[tuple[str, int, float, float, bool]], roles: dict[str,
     out["threads_steady"] = [min(s["threads"] for s in in_window),
                              max(s["threads"] for s in in_window)] if in_window else None
     return out
+
+
+def collapsed_summary(raw: str, top: int = 30) -> str:
+    """py-spy's collapsed stacks of a poll worker as the functions with most samples, inclusive and on top."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0] + ")" for frame in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    lines = [f"Redfish poll worker 0 under py-spy: {total} samples"]
+    for title, counter in (("inclusive", inclusive), ("on top of the stack", own)):
+        lines += ["", f"{title}:"] + [f"{100 * n / total:5.1f} %  {name}" for name, n in counter.most_common(top)]
+    return "\n".join(lines)
 
 
 def quiet_logs() -> None:
