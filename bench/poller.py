@@ -179,7 +179,8 @@ async def run(config: dict, workdir: Path) -> dict:
     store = credential_store(workdir / "credentials")
     settings = TelemetrySettings(bmc_interval_seconds=interval, refresh_seconds=3600,
                                  request_timeout_seconds=config.get("timeout", 10.0),
-                                 jitter=config.get("jitter", TelemetrySettings().jitter))
+                                 jitter=config.get("jitter", TelemetrySettings().jitter),
+                                 **{key: config[key] for key in ("max_in_flight", "redfish_workers") if key in config})
     install_executor(asyncio.get_running_loop(), DaemonSettings().workers)
     engine = make_engine(url)
     registry = CollectorRegistry()

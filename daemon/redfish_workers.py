@@ -22,6 +22,7 @@ not change) and is started again for the next poll.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import pickle
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import structlog
 
+from daemon.heap import GC_THRESHOLDS, freeze_heap
 from drivers.base import Credentials, DriverError, Health, Metric, Secret, SensorReading
 from drivers.redfish_telemetry import BmcTarget, DeviceKind, RedfishPoller
 
@@ -230,8 +232,9 @@ async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
     poller = RedfishPoller(max_in_flight=max_in_flight)
     targets: dict[Key, BmcTarget] = {}
     polls: dict[int, asyncio.Task] = {}
+    unpolled: set[Key] = set()  # BMCs given but not polled yet: once none is left, the heap is frozen
 
-    async def poll(poll_id: int, target: BmcTarget, kind: DeviceKind) -> None:
+    async def poll(poll_id: int, key: Key, target: BmcTarget, kind: DeviceKind) -> None:
         try:
             outbox.put(("done", poll_id, _rows(await poller.poll(target, kind))))
         except DriverError as exc:
@@ -241,15 +244,21 @@ async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
             outbox.put(("failed", poll_id, WorkerFailed(f"{target.name}: {type(exc).__name__} in the poll worker")))
         finally:
             polls.pop(poll_id, None)
+            if key in unpolled:
+                unpolled.discard(key)
+                if not unpolled:
+                    freeze_heap()
 
     try:
         async for messages in _frames(reader):
             for message in messages:
                 if message[0] == "target":
+                    if message[1] not in targets:
+                        unpolled.add(message[1])
                     targets[message[1]] = _target(message[2])
                 elif message[0] == "poll":
                     _, poll_id, key, kind = message
-                    polls[poll_id] = asyncio.create_task(poll(poll_id, targets[key], DeviceKind(kind)))
+                    polls[poll_id] = asyncio.create_task(poll(poll_id, key, targets[key], DeviceKind(kind)))
                 elif message[0] == "cancel":
                     if (task := polls.pop(message[1], None)) is not None:
                         task.cancel()
@@ -273,6 +282,7 @@ def main() -> None:
     # The channel back to the daemon is the stdout we were given; anything printed goes to stderr instead.
     channel_out = os.dup(1)
     os.dup2(2, 1)
+    gc.set_threshold(*GC_THRESHOLDS)
     uvloop.run(_serve(int(sys.argv[1]), os.dup(0), channel_out))
 
 

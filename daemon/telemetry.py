@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import gc
 import random
 import time
 import tomllib
@@ -56,6 +55,7 @@ from daemon.bmc import ERROR_STATES, BmcAccess
 from daemon.config import TelemetrySettings
 from daemon.credentials import CredentialError, CredentialStore
 from daemon.executor import blocking, ipmi_blocking
+from daemon.heap import freeze_heap
 from drivers.base import AuthFailed, DriverError, Metric, OutletReading, OutletState, Secret, SensorReading, Timeout
 from drivers.ipmi import IpmiDriver
 from daemon.redfish_workers import RedfishWorkers
@@ -321,26 +321,6 @@ class PollMetrics:
                 metric.remove(spec.site, spec.name)
 
 
-GC_THRESHOLDS = (50_000, 50, 100)  # the cyclic collector's (gen0, gen1, gen2) thresholds; Python's are (700, 10, 10)
-
-
-def freeze_heap() -> None:
-    """Collect, then move what survived out of the cyclic garbage collector's reach (``gc.freeze``), and
-    let the young generations fill up for longer before the collector walks them.
-
-    The loop holds a connection, a session, a plan and a task per device: about a million objects for
-    10,000 BMCs, that every full collection walked while the loop waited (~0.7 s each, tens per minute);
-    and each poll allocates a few hundred objects that die young, so at Python's thresholds the collector
-    ran every couple of polls and promoted whatever was in flight (measured in bench/: 9 s of a 30 s window
-    in the collector; with both, ~2 s). Frozen objects are still freed when nothing refers to them;
-    unfreezing first lets this collection reclaim the cycles of devices removed since the last freeze.
-    Called once the devices a refresh started have all been polled once."""
-    gc.set_threshold(*GC_THRESHOLDS)
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
 # ----------------------------------------------------------------------------------------- the loop
 class TelemetryLoop:
     def __init__(self, settings: TelemetrySettings, inventory: Inventory, access: BmcAccess,
@@ -525,6 +505,16 @@ class TelemetryLoop:
         self._store_ok = True
 
 
+class _DeviceSeries:
+    """A device's poll metrics, looked up once: ``labels()`` takes a lock and builds a key, three times a poll
+    (failures stay a lookup: rare, and a device that never failed has no failure series)."""
+
+    def __init__(self, metrics: PollMetrics, spec: DeviceSpec) -> None:
+        self.polls = metrics.polls.labels(spec.site, spec.name)
+        self.up = metrics.up.labels(spec.site, spec.name)
+        self.duration = metrics.duration.labels(spec.site, spec.device_class)
+
+
 class _Device:
     """One device's timer: poll, then sleep until the next due time; failures logged once, recoveries once."""
 
@@ -538,6 +528,7 @@ class _Device:
         self.failures = 0
         self.bmc_state = spec.bmc_state
         self.polled = False
+        self.series: _DeviceSeries | None = None
         self.task = asyncio.create_task(self._run(), name=f"telemetry {spec.name}")
 
     async def stop(self) -> None:
@@ -574,9 +565,11 @@ class _Device:
                 error = exc
             else:
                 error = None
-        metrics.polls.labels(self.spec.site, self.spec.name).inc()
-        metrics.duration.labels(self.spec.site, self.spec.device_class).observe(time.monotonic() - started)
-        metrics.up.labels(self.spec.site, self.spec.name).set(error is None)
+        if self.series is None:  # at the first poll: a device not polled yet has no series, not up=0
+            self.series = _DeviceSeries(metrics, self.spec)
+        self.series.polls.inc()
+        self.series.duration.observe(time.monotonic() - started)
+        self.series.up.set(error is None)
         if error is None:
             self.loop.queue(relabel(self.spec, readings, utcnow()))
             await self._succeeded()
