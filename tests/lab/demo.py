@@ -103,6 +103,7 @@ def write_config(redfish_port: int, ipmi_port: int, ca_bundle: Path) -> Path:
         [discovery]
         probe_timeout_seconds = 1.0
         [telemetry]
+        sites = ["lab"]  # example.yaml's sites are on 10.x networks that are not here: nothing may go there
         bmc_interval_seconds = 10
         pdu_interval_seconds = 5
         cdu_interval_seconds = 5
