@@ -249,7 +249,8 @@ async def run(config: dict, workdir: Path) -> dict:
                                        "collected": sum(e[3] for e in steady_gc if e[1] == g)} for g in range(3)}
     print(f"  [poller gc, steady] {json.dumps(out['steady']['gc'])}", file=sys.stderr, flush=True)
     out.update({"count": count, "roles": dict(collections.Counter(roles.values())), "interval_s": interval,
-                "cycles": cycles, "max_in_flight": settings.max_in_flight, "redfish_workers": settings.redfish_workers, "jitter": settings.jitter,
+                "cycles": cycles, "max_in_flight": settings.max_in_flight, "jitter": settings.jitter,
+                "redfish_workers": settings.redfish_workers,
                 "workers": DaemonSettings().workers, "readings_written": int(written), "batches": int(batches),
                 "stop_s": round(stop_s, 2), "end": process_stats(),
                 "gc_seconds_by_generation": [round(x, 2) for x in recorder.gc_seconds],

@@ -8,8 +8,9 @@ never starts while the previous one runs. The device list is reloaded every ``re
 What is polled:
 - nodes with a BMC address, not planned or retired, whose BMC state is ``ok`` or ``unreachable`` (auth
   failures and certificate mismatches wait for the operator): Redfish through the poll worker processes
-  (``daemon.redfish_workers``; TLS pinned to ``bmc_tls_fingerprint``), IPMI through ``IpmiDriver.read_sensors`` on the IPMI thread pool;
-  credentials as for every BMC action (``daemon.bmc.credential_names``);
+  (``daemon.redfish_workers``; TLS pinned to ``bmc_tls_fingerprint``), IPMI through
+  ``IpmiDriver.read_sensors`` on the IPMI thread pool; credentials as for every BMC action
+  (``daemon.bmc.credential_names``);
 - PDUs and CDUs with an address: Redfish ones through the workers, with the same credential names as BMCs,
   verified against ``bmc.ca_bundle`` or else the system CAs; SNMP PDUs through ``SnmpPdu``.
 
@@ -56,9 +57,9 @@ from daemon.config import TelemetrySettings
 from daemon.credentials import CredentialError, CredentialStore
 from daemon.executor import blocking, ipmi_blocking
 from daemon.heap import freeze_heap
+from daemon.redfish_workers import RedfishWorkers
 from drivers.base import AuthFailed, DriverError, Metric, OutletReading, OutletState, Secret, SensorReading, Timeout
 from drivers.ipmi import IpmiDriver
-from daemon.redfish_workers import RedfishWorkers
 from drivers.redfish_telemetry import BmcTarget, DeviceKind
 from drivers.snmp import (
     SYS_OBJECT_ID, AuthProtocol, PrivProtocol, SnmpPdu, SnmpTarget, SnmpV3User, mib_view, new_engine)
