@@ -43,8 +43,11 @@ PROCESS_EVERY = 5  # samples
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def proc_cpu(stat: str) -> float:
+    """User + system CPU seconds from a /proc stat file: ``/proc/PID/stat`` (a process, all its threads) or
+    ``/proc/PID/task/TID/stat`` (one thread)."""
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def process_stats(workers: list[int] = ()) -> dict[str, float]:
@@ -62,16 +65,12 @@ def process_stats(workers: list[int] = ()) -> dict[str, float]:
 def cpu_seconds(workers: list[int] = ()) -> float:
     """CPU seconds of this process and of its Redfish poll workers (``workers``: their PIDs)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime + sum(_ticks(_proc_stat(pid)) for pid in workers)
-
-
-def _ticks(stat: list[str]) -> float:
-    return (int(stat[11]) + int(stat[12])) / TICK
+    return usage.ru_utime + usage.ru_stime + sum(proc_cpu(f"/proc/{pid}/stat") for pid in workers)
 
 
 def loop_thread_cpu() -> float:
-    """CPU seconds of the main thread (the daemon's event loop)."""
-    return _ticks(_proc_stat(os.getpid()))
+    """CPU seconds of the main thread (the daemon's event loop), without its DB writer and thread pool."""
+    return proc_cpu(f"/proc/self/task/{os.getpid()}/stat")
 
 
 def percentile(values: list[float], q: float) -> float | None:

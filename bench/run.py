@@ -29,7 +29,7 @@ from pathlib import Path
 from bench.fleet import (
     IPMI_PORT, REDFISH_PORT, SNMP_PORT, IpmiFleet, RedfishFleet, SnmpFleet, address,
     pdu_address, raise_fd_limit)
-from bench.poller import fill_nodes, quiet_logs
+from bench.poller import fill_nodes, proc_cpu, quiet_logs
 from tests.lab.redfish import make_certificate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -243,10 +243,9 @@ def section_snmp(scale: Scale, work: Path) -> dict:
 
 def _proc_cpu(pid: int) -> float | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round(proc_cpu(f"/proc/{pid}/stat"), 2)
     except OSError:
         return None
-    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def section_ipmi(scale: Scale, work: Path) -> dict:
