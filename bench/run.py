@@ -189,7 +189,7 @@ def section_snmp(scale: Scale, work: Path) -> dict:
 
     out: dict = {"pdus": scale.pdus, "outlets": 24, "processes": scale.snmp_processes, "v3": "SHA-256/AES-128",
                  "data_files_per_process": 24,
-                 "per_poll": "read_outlets (5 column walks) + read_inputs (5 column walks)"}
+                 "per_poll": "read_outlets (5 columns walked together) + read_inputs (5 columns walked together)"}
     with SnmpFleet(scale.pdus, work, processes=scale.snmp_processes) as fleet:
         user = SnmpV3User(fleet.user, Secret(fleet.auth_key), Secret(fleet.priv_key))
         targets = [SnmpTarget(pdu_address(i), SNMP_PORT, v3=user, context=fleet.context(i), timeout=10.0, retries=1)

@@ -267,16 +267,14 @@ class SnmpClient:
         column not finished yet, so a table of five columns costs one request rather than five.
         ``rows_hint``: how many rows the columns are expected to have (the walk goes on past it if they have
         more). Column -> row index -> value (an empty column is {})."""
-        # A reply brings max-repetitions successors of every column: past a short column's end they belong
-        # to other objects and are decoded for nothing (a 3-phase input table at 25 repetitions: 114 of 125).
-        repetitions = self.target.max_repetitions if rows_hint is None else min(rows_hint + 1,
-                                                                                 self.target.max_repetitions)
         unique = list(dict.fromkeys(columns))
         rows: dict[str, dict[str, Value]] = {column: {} for column in unique}
         cursor = {column: column for column in unique}  # the last OID read of each unfinished column
+        read = dict.fromkeys(unique, 0)  # successors read of each column
         async with self._call():
             while cursor:
                 pending = list(cursor)
+                repetitions = self._repetitions(rows_hint, min(read[column] for column in pending))
                 indication, status, index, varbinds = await bulk_cmd(
                     self._engine, self._auth, await self._udp(), self._context, 0, repetitions,
                     *[_asked(cursor[column]) for column in pending], lookupMib=False)
@@ -292,6 +290,7 @@ class SnmpClient:
                         del cursor[column]  # past the end of the column
                         continue
                     cursor[column] = oid
+                    read[column] += 1
                     if (parsed := _parse(value)) is not None:
                         rows[column][oid[len(prefix):]] = parsed
                 answered = pending[:len(varbinds)]  # an agent may truncate a reply that grows too big
@@ -301,6 +300,17 @@ class SnmpClient:
                     if cursor.get(column) == before[column]:
                         del cursor[column]  # the reply brought nothing new for it: finished
         return rows
+
+    def _repetitions(self, rows_hint: int | None, read: int) -> int:
+        """Successors to ask of each column. A reply brings that many of every column, and past a column's
+        end they belong to other objects and are decoded for nothing: with a hint, ask for the rows still
+        expected plus one to see the end (an APC input table of 3 rows at 25 repetitions: 114 of 125 for
+        nothing). Agents cap a reply's varbinds (pysnmp's responder at 64, net-snmp at 100 by default), so
+        a 24-outlet table of 5 columns comes in several replies: the last asks for what is left, not 25
+        more of each column."""
+        if rows_hint is None or read > rows_hint:
+            return self.target.max_repetitions  # no hint, or the table has grown past it
+        return min(rows_hint + 1 - read, self.target.max_repetitions)
 
     async def set_int(self, oid: str, value: int) -> None:
         async with self._call():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import drivers.snmp
 from drivers.base import (
     AuthFailed, InsecureRefused, Metric, OutletAction, OutletControl, OutletReading, OutletState, Secret,
     Timeout, Unsupported)
@@ -210,6 +211,27 @@ async def test_columns_walked_together_read_as_walked_alone(sim, repetitions, ro
         alone = {column: await client.walk(column) for column in columns}
     assert together == alone
     assert len(together[APC_RPDU2.name.oid]) == 8 and together["1.3.6.1.4.1.318.9.9.9"] == {}
+
+
+async def test_a_capped_reply_is_followed_by_a_request_for_the_rows_left(sim, monkeypatch):
+    """pysnmp's responder caps a reply at 64 varbinds: seven 8-row columns and a 1-row column, expected to
+    have 8 rows, come in two replies (8 rows of each, then the end of each 8-row column), and the second asks
+    each column for the one successor left rather than 9 more (past the end they are other objects)."""
+    apc = "1.3.6.1.4.1.318.1.1.26"
+    columns = [f"{apc}.9.2.3.1.3", f"{apc}.9.2.3.1.5", f"{apc}.9.2.4.1.5", f"{apc}.9.4.3.1.3", f"{apc}.9.4.3.1.6",
+               f"{apc}.9.4.3.1.7", f"{apc}.9.4.3.1.11", f"{apc}.6.3.1.5"]
+    repetitions = []
+    real = drivers.snmp.bulk_cmd
+
+    async def observed(*args, **kwargs):
+        repetitions.append(args[5])  # engine, auth, transport, context, non-repeaters, max-repetitions
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(drivers.snmp, "bulk_cmd", observed)
+    async with SnmpClient(v3_target(sim, "apc")) as client:
+        walked = await client.walk_many(columns, rows_hint=8)
+    assert repetitions == [9, 1]
+    assert [len(walked[column]) for column in columns] == [8] * 7 + [1]
 
 
 async def test_missing_oid_is_none_not_zero(sim):
