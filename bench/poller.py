@@ -9,7 +9,8 @@ writer, settings at their defaults but for the interval. The one piece of instru
 around ``_Device.poll`` that records when each poll started and ended and whether it failed.
 
 The loop polls every BMC at once when it starts (login + discovery of each BMC's resources: the *first*
-cycle), then every ``interval`` seconds (each poll up to ``jitter`` x interval late, the daemon's default).
+cycle), then every ``interval`` seconds at each BMC's slot in the interval (up to ``jitter`` x interval after
+it, the daemon's default).
 The steady window starts once every BMC has been polled three times (the first cycle, and the cycle that
 works off the queue it left behind: from then on the loop either keeps up with the interval or is
 saturated) and lasts ``cycles`` intervals. Over the polls that ended in it: polls/s sustained, the time between two polls of
@@ -183,8 +184,8 @@ async def run(config: dict, workdir: Path) -> dict:
     store = credential_store(workdir / "credentials")
     settings = TelemetrySettings(bmc_interval_seconds=interval, refresh_seconds=3600,
                                  request_timeout_seconds=config.get("timeout", 10.0),
-                                 jitter=config.get("jitter", TelemetrySettings().jitter),
-                                 **{key: config[key] for key in ("max_in_flight", "redfish_workers") if key in config})
+                                 **{key: config[key] for key in ("max_in_flight", "redfish_workers", "jitter")
+                                    if key in config})
     install_executor(asyncio.get_running_loop(), DaemonSettings().workers)
     engine = make_engine(url)
     registry = CollectorRegistry()

@@ -83,7 +83,7 @@ class TelemetrySettings(_Section):
     bmc_interval_seconds: float = Field(default=60.0, gt=0)  # node BMCs (Redfish and IPMI)
     pdu_interval_seconds: float = Field(default=30.0, gt=0)
     cdu_interval_seconds: float = Field(default=10.0, gt=0)
-    jitter: float = Field(default=0.1, ge=0, le=1)  # a poll starts up to jitter x interval after it is due
+    jitter: float = Field(default=0.1, ge=0, le=1)  # a poll starts up to jitter x interval after its slot
     request_timeout_seconds: float = Field(default=10.0, gt=0)  # each request to a device
     poll_timeout_seconds: float = Field(default=30.0, gt=0)  # one whole poll of a device (a Redfish walk)
     # polls (and so requests) in flight at once. With 10,000 BMCs answering in 20-100 ms, the event loop idled

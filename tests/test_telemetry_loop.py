@@ -9,6 +9,7 @@ import asyncio
 import json
 import shutil
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from daemon.app import Metrics, create_app
 from daemon.bmc import BmcAccess
 from daemon.config import BmcSettings, TelemetrySettings
 from daemon.credentials import CredentialStore
-from daemon.telemetry import TelemetryLoop, load_devices
+from daemon.telemetry import TelemetryLoop, load_devices, next_slot
 from drivers.base import Secret
 from drivers.snmp import SnmpPdu, SnmpTarget, SnmpV3User
 from inventory.model import (
@@ -220,6 +221,18 @@ def rows(inventory, **labels: str) -> int:
 
 
 # -------------------------------------------------------------------------------------------- tests
+def test_slots_spread_devices_over_the_interval():
+    """After its first poll a device comes due at a slot of its own, the same offset in every interval, and a
+    thousand devices' slots fill the interval evenly (due at the same moment, they queued as one burst)."""
+    interval, now = 10.0, 12_345.6
+    slots = {f"node#{n}": next_slot(f"node#{n}", interval, now) for n in range(1000)}
+    assert all(now <= slot < now + interval for slot in slots.values())
+    assert all(next_slot(key, interval, now + 7 * interval + 0.5) == pytest.approx(slot + 7 * interval)
+               for key, slot in slots.items() if slot >= now + 0.5)
+    tenths = Counter(int((slot - now) / interval * 10) for slot in slots.values())
+    assert sorted(tenths) == list(range(10)) and all(70 <= count <= 130 for count in tenths.values())
+
+
 async def test_one_cycle_rolls_up_to_the_values_served(inventory, site, peers, running):
     run = running(bmc_interval_seconds=3600, pdu_interval_seconds=3600, cdu_interval_seconds=3600)
     devices = ("pdu/pdu-a", "pdu/pdu-b", "cdu/cdu1", "node/srv1")
