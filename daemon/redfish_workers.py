@@ -16,7 +16,9 @@ poll (its deadline); ``("close",)``: log out of every session and exit. From a w
 readings)``, ``("failed", id, error)``. A worker whose daemon has gone (end of its stdin) exits too.
 
 A worker that dies fails the polls it had with ``WorkerLost`` (the BMCs are not to blame: their state does
-not change) and is started again for the next poll.
+not change) and is started again for the next poll; one that dies again before it has answered a poll is
+started again only after 1 s, then 2, 4 … up to a minute, and the polls in between fail with ``WorkerLost``
+at once: a worker that cannot start (a broken install) must not be spawned and logged for every poll.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +49,7 @@ Key = tuple[str, str, int | None]
 Row = tuple[str, float, dict[str, str], str | None]
 _METRICS = {metric.value: metric for metric in Metric}
 _HEALTH = {health.value: health for health in Health}
+RESTART_BACKOFF = (1.0, 60.0)  # seconds before a worker that keeps dying is started again: first, at most
 
 
 class WorkerLost(RuntimeError):
@@ -125,12 +129,18 @@ class _Worker:
         self._ids = itertools.count()
         self._starting = asyncio.Lock()
         self._closing = False  # close() asked it to exit (and kills it if it takes too long)
+        self._exits = 0  # exits since a process of this worker last answered a poll
+        self._restart_at = 0.0  # monotonic time before which it is not started again
+        self.command = [sys.executable, "-m", "daemon.redfish_workers", str(max_in_flight)]
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process and self._process.returncode is None else None
 
     async def poll(self, key: Key, target: BmcTarget, kind: DeviceKind) -> list[SensorReading]:
+        if self._outbox is None and (wait := self._restart_at - time.monotonic()) > 0:
+            raise WorkerLost(f"redfish poll worker {self.number} exited {self._exits} times in a row; started "
+                             f"again in {wait:.0f} s")
         outbox = self._outbox or await self._started()
         if self._sent.get(key) is not target:  # the daemon keeps one target object per BMC until it changes
             outbox.put(("target", key, _fields(target)))
@@ -150,8 +160,7 @@ class _Worker:
             if self._outbox is None:
                 # stderr: the daemon's (the journal); stdout is the pipe back
                 process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "daemon.redfish_workers", str(self.max_in_flight),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                    *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
                 assert process.stdin is not None and process.stdout is not None
                 self._process, self._sent = process, {}
                 self._outbox = _Outbox(process.stdin.write)
@@ -167,14 +176,22 @@ class _Worker:
                     continue  # the daemon gave up on it
                 if verb == "done":
                     future.set_result(_readings(result))
+                    self._exits = 0
                 else:
                     future.set_exception(result)
         code = await process.wait()
         lost, self._pending = self._pending, {}
         self._outbox = None
+        backoff = 0.0
+        if not self._closing:
+            self._exits += 1
+            if self._exits > 1:
+                first, most = RESTART_BACKOFF
+                backoff = min(first * 2 ** (self._exits - 2), most)
+            self._restart_at = time.monotonic() + backoff
         if lost or (code != 0 and not self._closing):
             log.error("redfish poll worker exited", worker=self.number, pid=process.pid, exit_code=code,
-                      polls_lost=len(lost))
+                      polls_lost=len(lost), restart_in_s=backoff)
         for future in lost.values():
             if not future.done():
                 future.set_exception(WorkerLost(f"redfish poll worker {self.number} (pid {process.pid}) exited "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -134,6 +135,42 @@ async def test_a_dead_worker_fails_its_polls_and_is_started_again(workers, sushy
         bmc = target(sushy.ports["public-cooling-unit"])
         assert await workers.poll(bmc, DeviceKind.CDU)
         assert workers.pids() != [pid]
+
+
+async def test_a_worker_that_keeps_dying_is_started_again_after_a_growing_wait(workers, sushy, tmp_path):
+    """A worker that exits before answering (here: a program that records its start and exits) is started at
+    once the first time, then only after 1 s, 2 s …: polls in between fail at once, nothing is started for
+    them. Once a worker answers again, the count starts over."""
+    [worker] = workers._workers
+    starts = tmp_path / "starts"
+    worker.command = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('started\\n')"]
+    bmc = target(sushy.ports["public-cooling-unit"])
+    with capture_logs() as logs:
+        for _ in range(2):
+            with pytest.raises(WorkerLost, match="exited with code 0"):
+                await workers.poll(bmc, DeviceKind.CDU)
+        with pytest.raises(WorkerLost, match="exited 2 times in a row; started again in 1 s"):
+            await workers.poll(bmc, DeviceKind.CDU)
+    assert starts.read_text().splitlines() == ["started"] * 2
+    assert [(e["event"], e["restart_in_s"]) for e in logs] == [("redfish poll worker exited", 0.0),
+                                                                ("redfish poll worker exited", 1.0)]
+
+    worker.command = RedfishWorkers(1, max_in_flight=16)._workers[0].command
+
+    async def answered() -> bool:
+        try:
+            return bool(await workers.poll(bmc, DeviceKind.CDU))
+        except WorkerLost as exc:  # before the wait is over: at once, and nothing started
+            assert "in a row" in str(exc) and len(starts.read_text().splitlines()) == 2
+            return False
+
+    await eventually(answered, deadline=10, what="a poll answered once the wait is over")
+    [pid] = workers.pids()
+    with capture_logs() as logs:
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: logs, deadline=10, what="the worker's exit logged")
+    assert [e["restart_in_s"] for e in logs] == [0.0]  # it had answered: started again at once
+    assert await workers.poll(bmc, DeviceKind.CDU)
 
 
 async def test_credentials_reach_a_worker_only_through_its_pipe_and_close_logs_out(fake):
