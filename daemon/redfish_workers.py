@@ -12,7 +12,9 @@ own processes. Credentials go down that pipe, never into arguments or the enviro
 
 To a worker: ``("target", key, fields)`` a BMC's address, credentials, TLS and deadline, before its first
 poll and whenever they change; ``("poll", id, key, kind)``; ``("cancel", id)`` when the daemon gave up on a
-poll (its deadline); ``("close",)``: log out of every session and exit. From a worker: ``("done", id,
+poll (its deadline); ``("forget", key)`` when no device polls that BMC any more (removed from the
+inventory, its spec or credentials changed): log out of its session; ``("close",)``: log out of every
+session and exit. From a worker: ``("done", id,
 readings)``, ``("failed", id, error)``. A worker whose daemon has gone (end of its stdin) exits too.
 
 A worker that dies fails the polls it had with ``WorkerLost`` (the BMCs are not to blame: their state does
@@ -24,6 +26,7 @@ at once: a worker that cannot start (a broken install) must not be spawned and l
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import itertools
 import os
@@ -58,6 +61,10 @@ class WorkerLost(RuntimeError):
 
 class WorkerFailed(RuntimeError):
     """A poll failed in a worker with an error that is not a driver's (a bug: its traceback is in the log)."""
+
+
+def _key(target: BmcTarget) -> Key:
+    return target.scheme, target.address, target.port
 
 
 def _fields(target: BmcTarget) -> tuple:
@@ -155,6 +162,11 @@ class _Worker:
                 outbox.put(("cancel", poll_id))
             raise
 
+    def forget(self, key: Key) -> None:
+        self.targets -= 1
+        if self._sent.pop(key, None) is not None and self._outbox is not None:
+            self._outbox.put(("forget", key))
+
     async def _started(self) -> _Outbox:
         async with self._starting:
             if self._outbox is None:
@@ -222,12 +234,29 @@ class RedfishWorkers:
     def __init__(self, count: int, *, max_in_flight: int) -> None:
         self._workers = [_Worker(n, max_in_flight) for n in range(count)]
         self._assigned: dict[Key, _Worker] = {}
+        self._holders: collections.Counter[Key] = collections.Counter()
 
     def pids(self) -> list[int]:
         return [pid for worker in self._workers if (pid := worker.pid) is not None]
 
+    def hold(self, target: BmcTarget) -> None:
+        """A device starts polling ``target``. Several devices may poll one Redfish service (a rack
+        manager's PDUs and CDUs): its session is kept until the last of them releases it."""
+        self._holders[_key(target)] += 1
+
+    def release(self, target: BmcTarget) -> None:
+        """A device stops polling ``target``; after the last one, its worker logs out of it and forgets it
+        (BMCs have few session slots, and a session left behind holds one until it times out)."""
+        key = _key(target)
+        self._holders[key] -= 1
+        if self._holders[key] > 0:
+            return
+        del self._holders[key]
+        if (worker := self._assigned.pop(key, None)) is not None:
+            worker.forget(key)
+
     async def poll(self, target: BmcTarget, kind: DeviceKind) -> list[SensorReading]:
-        key = (target.scheme, target.address, target.port)
+        key = _key(target)
         worker = self._assigned.get(key)
         if worker is None:
             worker = self._assigned[key] = min(self._workers, key=lambda w: w.targets)
@@ -250,6 +279,7 @@ async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
     targets: dict[Key, BmcTarget] = {}
     polls: dict[int, asyncio.Task] = {}
     unpolled: set[Key] = set()  # BMCs given but not polled yet: once none is left, the heap is frozen
+    logouts: set[asyncio.Task] = set()
 
     async def poll(poll_id: int, key: Key, target: BmcTarget, kind: DeviceKind) -> None:
         try:
@@ -279,11 +309,18 @@ async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
                 elif message[0] == "cancel":
                     if (task := polls.pop(message[1], None)) is not None:
                         task.cancel()
+                elif message[0] == "forget":
+                    unpolled.discard(message[1])
+                    if (target := targets.pop(message[1], None)) is not None:
+                        logout = asyncio.create_task(poller.forget(target))
+                        logouts.add(logout)
+                        logout.add_done_callback(logouts.discard)
                 elif message[0] == "close":
                     return
     finally:
         for task in polls.values():
             task.cancel()
+        await asyncio.gather(*logouts, return_exceptions=True)
         await poller.close()
         outbox.flush()
         transport.close()

@@ -229,11 +229,14 @@ class RedfishReader:
     target: BmcTarget
     kind: DeviceKind
 
+    def __post_init__(self) -> None:
+        self.poller.hold(self.target)
+
     async def read(self) -> list[SensorReading]:
         return await self.poller.poll(self.target, self.kind)
 
     async def close(self) -> None:
-        pass  # the poller is shared; it logs out of every session when the loop stops
+        self.poller.release(self.target)  # the last device to poll a BMC has its session logged out
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import enum
 import functools
 import json
@@ -618,6 +619,13 @@ class RedfishPoller:
 
     async def poll_cdu(self, target: BmcTarget) -> list[SensorReading]:
         return await self.poll(target, DeviceKind.CDU)
+
+    async def forget(self, target: BmcTarget) -> None:
+        """Log out of ``target``'s session (best effort) and drop its plans: it is no longer polled."""
+        bmc = self._bmcs.pop((target.scheme, target.address, target.port), None)
+        if bmc is not None:
+            with contextlib.suppress(DriverError):
+                await bmc.logout()
 
     async def close(self) -> None:
         """Log out of every session (best effort: a BMC that is down keeps its session until it expires)."""

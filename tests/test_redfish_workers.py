@@ -173,6 +173,25 @@ async def test_a_worker_that_keeps_dying_is_started_again_after_a_growing_wait(w
     assert await workers.poll(bmc, DeviceKind.CDU)
 
 
+async def test_the_last_device_to_release_a_bmc_has_its_session_logged_out(workers, fake):
+    """Two devices poll one Redfish service: the session outlives the first one's release and is logged out
+    at the second's; a device polling it again logs in again."""
+    bmc = target(fake.port)
+    for _ in range(2):
+        workers.hold(bmc)
+    assert await workers.poll(bmc, DeviceKind.RACK_PDU)
+    workers.release(bmc)
+    assert await workers.poll(bmc, DeviceKind.RACK_PDU)
+    assert (fake.logins, fake.logouts) == (1, [])
+    workers.release(bmc)
+    await eventually(lambda: fake.logouts == ["1"], deadline=10, what="the session logged out")
+    assert not fake.tokens
+
+    workers.hold(bmc)
+    assert await workers.poll(bmc, DeviceKind.RACK_PDU)
+    assert fake.logins == 2 and list(fake.tokens.values()) == ["2"]
+
+
 async def test_credentials_reach_a_worker_only_through_its_pipe_and_close_logs_out(fake):
     pool = RedfishWorkers(1, max_in_flight=16)
     bmc = target(fake.port)
