@@ -13,9 +13,9 @@ own processes. Credentials go down that pipe, never into arguments or the enviro
 To a worker: ``("target", key, fields)`` a BMC's address, credentials, TLS and deadline, before its first
 poll and whenever they change; ``("poll", id, key, kind)``; ``("cancel", id)`` when the daemon gave up on a
 poll (its deadline); ``("forget", key)`` when no device polls that BMC any more (removed from the
-inventory, its spec or credentials changed): log out of its session; ``("close",)``: log out of every
-session and exit. From a worker: ``("done", id,
-readings)``, ``("failed", id, error)``. A worker whose daemon has gone (end of its stdin) exits too.
+inventory, its spec changed, its credentials refused): log out of its session; ``("close",)``: log out of
+every session and exit. From a worker: ``("done", id, readings)``, ``("failed", id, error)``. A worker
+whose daemon has gone (end of its stdin) exits too.
 
 A worker that dies fails the polls it had with ``WorkerLost`` (the BMCs are not to blame: their state does
 not change) and is started again for the next poll; one that dies again before it has answered a poll is

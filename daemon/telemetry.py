@@ -3,8 +3,9 @@ batches, BMC reachability recorded, roll-ups and retention on the scheduler.
 
 Each device has a task that polls it at once, then at a slot of its own in every interval (plus up to
 ``jitter`` x its interval): slots are spread over the interval by the device's key, so a site's thousands
-of BMCs come due evenly rather than together. A poll has a deadline; a device that does not answer delays only itself, and its next poll
-never starts while the previous one runs. The device list is reloaded every ``refresh_seconds``.
+of BMCs come due evenly rather than together. A poll has a deadline; a device that does not answer delays
+only itself, and its next poll never starts while the previous one runs. The device list is reloaded
+every ``refresh_seconds``.
 
 What is polled:
 - nodes with a BMC address, not planned or retired, whose BMC state is ``ok`` or ``unreachable`` (auth
