@@ -93,8 +93,9 @@ class TelemetrySettings(_Section):
     # hundreds at once overran their deadlines waiting for it (bench/: 933 of 1,000 PDUs timed out at 256)
     snmp_in_flight: int = Field(default=32, ge=1, le=4096)
     # processes polling Redfish devices, each with its own event loop, while the daemon's schedules and writes:
-    # one loop doing both topped out near 650 polls/s at 10,000 BMCs (two HTTPS requests each); with one worker
-    # ~800, on 2 cores shared with the simulated fleet, where two did no better for 12 % more CPU (bench/)
+    # one loop doing both topped out near 650 polls/s at 10,000 BMCs (two HTTPS requests each); one worker ~800
+    # then (polls due in bursts; ~1,800 with polls spread over the interval), on 2 cores shared with the
+    # simulated fleet, where two did no better for 12 % more CPU (bench/)
     redfish_workers: int = Field(default=1, ge=1, le=64)
     failures_before_unreachable: int = Field(default=3, ge=1)  # consecutive failures before a BMC is marked
     refresh_seconds: float = Field(default=300.0, gt=0)  # reload the device list from the inventory
