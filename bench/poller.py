@@ -52,7 +52,7 @@ def proc_cpu(stat: str) -> float:
 
 
 def process_stats(workers: list[int] = ()) -> dict[str, float]:
-    """RSS, threads and open fds of this process and its Redfish poll workers, summed."""
+    """RSS, threads and open fds of this process and its poll workers, summed."""
     rss_kb = threads = fds = 0
     for pid in ("self", *workers):
         status = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -64,7 +64,7 @@ def process_stats(workers: list[int] = ()) -> dict[str, float]:
 
 
 def cpu_seconds(workers: list[int] = ()) -> float:
-    """CPU seconds of this process and of its Redfish poll workers (``workers``: their PIDs)."""
+    """CPU seconds of this process and of its poll workers (``workers``: their PIDs)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime + sum(proc_cpu(f"/proc/{pid}/stat") for pid in workers)
 
@@ -184,7 +184,7 @@ async def run(config: dict, workdir: Path) -> dict:
     store = credential_store(workdir / "credentials")
     settings = TelemetrySettings(bmc_interval_seconds=interval, refresh_seconds=3600,
                                  request_timeout_seconds=config.get("timeout", 10.0),
-                                 **{key: config[key] for key in ("max_in_flight", "redfish_workers", "jitter")
+                                 **{key: config[key] for key in ("max_in_flight", "poll_workers", "jitter")
                                     if key in config})
     install_executor(asyncio.get_running_loop(), DaemonSettings().workers)
     engine = make_engine(url)
@@ -252,7 +252,7 @@ async def run(config: dict, workdir: Path) -> dict:
     print(f"  [poller gc, steady] {json.dumps(out['steady']['gc'])}", file=sys.stderr, flush=True)
     out.update({"count": count, "roles": dict(collections.Counter(roles.values())), "interval_s": interval,
                 "cycles": cycles, "max_in_flight": settings.max_in_flight, "jitter": settings.jitter,
-                "redfish_workers": settings.redfish_workers,
+                "poll_workers": settings.poll_workers,
                 "workers": DaemonSettings().workers, "readings_written": int(written), "batches": int(batches),
                 "stop_s": round(stop_s, 2), "end": process_stats(), "frozen_objects": frozen,
                 "gc_seconds_by_generation": [round(x, 2) for x in recorder.gc_seconds],
@@ -349,7 +349,7 @@ def collapsed_summary(raw: str, top: int = 30) -> str:
         own[frames[-1]] += int(count)
         for frame in set(frames):
             inclusive[frame] += int(count)
-    lines = [f"Redfish poll worker 0 under py-spy: {total} samples"]
+    lines = [f"Poll worker 0 under py-spy: {total} samples"]
     for title, counter in (("inclusive", inclusive), ("on top of the stack", own)):
         lines += ["", f"{title}:"] + [f"{100 * n / total:5.1f} %  {name}" for name, n in counter.most_common(top)]
     return "\n".join(lines)

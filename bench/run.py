@@ -387,7 +387,7 @@ def targets(results: dict) -> list[dict]:
             f"{steady['starts_after_s']} s")
         row(f"Redfish N={int(n):,}: daemon CPU per poll", "<= 1 ms",
             f"{steady['cpu_ms_per_poll']} ms ({steady['loop_thread_cpu_ms_per_poll']} ms on the daemon's event loop, "
-            f"the rest its {run.get('redfish_workers')} Redfish poll workers, DB writer and threads; "
+            f"the rest its {run.get('poll_workers', run.get('redfish_workers'))} poll workers, DB writer and threads; "
             f"{steady['cpu_cores_used']} cores)", steady["cpu_ms_per_poll"] <= 1.0,
             f"{base['cpu_ms_per_poll'] / steady['cpu_ms_per_poll']:.0f}x less" if base.get("cpu_ms_per_poll") else "")
         row(f"Redfish N={int(n):,}: latency, memory", "(p50/p99, RSS)",

@@ -35,7 +35,7 @@ from daemon.executor import blocking
 from daemon.telemetry import DeviceClass, DeviceSpec, snmp_target
 from drivers.base import ActionNotConfirmed, DriverError, OutletAction, OutletReading, OutletState, Unsupported
 from drivers.redfish import RedfishDriver, TlsPolicy
-from drivers.snmp import SnmpPdu, SnmpTarget
+from drivers.snmp import SnmpPdu, SnmpTarget, build_mib_view
 from inventory.errors import Ambiguous, Invalid, NotFound
 from inventory.model import DeviceProtocol, Node, Pdu, PduOutlet, Site
 from inventory.service import Inventory, _node_label
@@ -152,6 +152,7 @@ class OutletService:
             raise Invalid("pdu", f"{record.label} has no address on record")
         async with AsyncExitStack() as stack:
             if record.pdu.protocol == DeviceProtocol.SNMP:
+                await blocking(build_mib_view)  # once per process, ~5 s of CPU: not on the loop
                 driver: OutletDriver = stack.enter_context(contextlib.closing(SnmpPdu(self._snmp_target(record))))
             elif record.pdu.protocol == DeviceProtocol.REDFISH:
                 redfish = self._redfish_driver(record)

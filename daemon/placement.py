@@ -25,7 +25,7 @@ from daemon.credentials import CredentialError, CredentialStore
 from daemon.executor import blocking
 from daemon.telemetry import DeviceSpec, snmp_target
 from drivers.base import DriverError
-from drivers.snmp import SnmpClient, read_fdb, read_lldp_neighbors
+from drivers.snmp import SnmpClient, build_mib_view, read_fdb, read_lldp_neighbors
 from inventory.model import Event, NetworkInterface, Node, Rack, Site, Switch
 from inventory.service import Inventory, _node_label
 
@@ -98,6 +98,7 @@ class Placement:
                           protocol=switch.protocol, address=switch.address, port=switch.port, site=site, labels=(),
                           credential_ref=switch.credential_ref, waiver=switch.insecure_community_waiver)
         try:
+            await blocking(build_mib_view)  # once per process, ~5 s of CPU: not on the loop
             async with self._slots, SnmpClient(snmp_target(spec, self.store, self.settings.timeout_seconds)) as client:
                 neighbors, fdb = await asyncio.gather(read_lldp_neighbors(client), read_fdb(client))
         except (DriverError, CredentialError) as exc:

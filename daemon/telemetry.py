@@ -10,11 +10,12 @@ every ``refresh_seconds``.
 What is polled:
 - nodes with a BMC address, not planned or retired, whose BMC state is ``ok`` or ``unreachable`` (auth
   failures and certificate mismatches wait for the operator): Redfish through the poll worker processes
-  (``daemon.redfish_workers``; TLS pinned to ``bmc_tls_fingerprint``), IPMI through
+  (``daemon.poll_workers``; TLS pinned to ``bmc_tls_fingerprint``), IPMI through
   ``IpmiDriver.read_sensors`` on the IPMI thread pool; credentials as for every BMC action
   (``daemon.bmc.credential_names``);
 - PDUs and CDUs with an address: Redfish ones through the workers, with the same credential names as BMCs,
-  verified against ``bmc.ca_bundle`` or else the system CAs; SNMP PDUs through ``SnmpPdu``.
+  verified against ``bmc.ca_bundle`` or else the system CAs; SNMP PDUs through the workers too
+  (``SnmpPdu.read_telemetry``).
 
 SNMP credentials are a TOML credential file named by the PDU's ``credential_ref``, else ``snmp-<site>``,
 else ``snmp-default``::
@@ -43,14 +44,13 @@ import hashlib
 import random
 import time
 import tomllib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, SnmpEngine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
@@ -60,12 +60,11 @@ from daemon.config import TelemetrySettings
 from daemon.credentials import CredentialError, CredentialStore
 from daemon.executor import blocking, ipmi_blocking
 from daemon.heap import freeze_heap
-from daemon.redfish_workers import RedfishWorkers
-from drivers.base import AuthFailed, DriverError, Metric, OutletReading, OutletState, Secret, SensorReading, Timeout
+from daemon.poll_workers import PollWorkers
+from drivers.base import AuthFailed, DriverError, Secret, SensorReading, Timeout
 from drivers.ipmi import IpmiDriver
 from drivers.redfish_telemetry import BmcTarget, DeviceKind
-from drivers.snmp import (
-    SYS_OBJECT_ID, AuthProtocol, PrivProtocol, SnmpPdu, SnmpTarget, SnmpV3User, mib_view, new_engine)
+from drivers.snmp import AuthProtocol, PrivProtocol, SnmpTarget, SnmpV3User
 from inventory.enrolment import set_bmc_state
 from inventory.errors import InventoryError
 from inventory.model import (
@@ -91,9 +90,6 @@ POLLED_BMC_STATES = (BmcState.OK, BmcState.UNREACHABLE)
 UNPOLLED_NODE_STATES = (NodeState.PLANNED, NodeState.RETIRED)
 SNMP_PORT = 161
 STOP_SECONDS = 2.0  # logging out of Redfish sessions at shutdown gets this long
-OUTLET_METRICS = ((Metric.OUTLET_POWER_WATTS, "power_watts"), (Metric.OUTLET_CURRENT_AMPS, "current_amps"),
-                  (Metric.OUTLET_ENERGY_KWH, "energy_kwh"))
-OUTLET_ON = {OutletState.ON: 1.0, OutletState.OFF: 0.0}
 CIRCUITS = {"primary": FACILITY, "secondary": "it"}  # the Redfish poller's CDU loop label → our circuit
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -177,19 +173,6 @@ def load_devices(inventory: Inventory, only_sites: Collection[str] = ()) -> list
 
 
 # ------------------------------------------------------------------------------------------ labels
-def outlet_readings(outlets: Iterable[OutletReading]) -> list[SensorReading]:
-    """An SNMP PDU's outlet table as readings labelled ``outlet`` (the index)."""
-    readings = []
-    for outlet in outlets:
-        labels = {"outlet": str(outlet.index)}
-        for metric, attribute in OUTLET_METRICS:
-            if (value := getattr(outlet, attribute)) is not None:
-                readings.append(SensorReading(metric, value, labels))
-        if outlet.state in OUTLET_ON:
-            readings.append(SensorReading(Metric.OUTLET_ON, OUTLET_ON[outlet.state], labels))
-    return readings
-
-
 def _units(readings: list[SensorReading], label: str) -> set[str | None]:
     return {r.labels.get(label) for r in readings}
 
@@ -225,9 +208,11 @@ class Reader(Protocol):
 
 
 @dataclass
-class RedfishReader:
-    poller: RedfishWorkers
-    target: BmcTarget
+class WorkerReader:
+    """A Redfish device or an SNMP PDU, polled by the poll workers."""
+
+    poller: PollWorkers
+    target: BmcTarget | SnmpTarget
     kind: DeviceKind
 
     def __post_init__(self) -> None:
@@ -238,17 +223,6 @@ class RedfishReader:
 
     async def close(self) -> None:
         self.poller.release(self.target)  # the last device to poll a BMC has its session logged out
-
-
-@dataclass
-class SnmpReader:
-    pdu: SnmpPdu
-
-    async def read(self) -> list[SensorReading]:
-        return outlet_readings(await self.pdu.read_outlets()) + await self.pdu.read_inputs()
-
-    async def close(self) -> None:
-        self.pdu.close()
 
 
 class IpmiReader:
@@ -266,12 +240,6 @@ class IpmiReader:
 
     async def close(self) -> None:
         await ipmi_blocking(self.driver.close)
-
-
-def prepare_snmp() -> None:
-    """Build pysnmp's MIB compiler (~5 s of CPU, once per process) here, on a worker thread: pysnmp would
-    build it at the first request, on the loop, stalling every poll."""
-    ObjectType(ObjectIdentity(SYS_OBJECT_ID)).resolve_with_mib(mib_view())
 
 
 def snmp_target(spec: DeviceSpec, store: CredentialStore, timeout: float) -> SnmpTarget:
@@ -342,7 +310,7 @@ class TelemetryLoop:
         # slot kept a healthy BMC waiting for its whole deadline). A poll sends one request at a time, so a
         # worker's bound on requests is never the tighter one.
         suspect_slots = max(1, settings.max_in_flight // 4)
-        self.poller = RedfishWorkers(settings.redfish_workers, max_in_flight=settings.max_in_flight + suspect_slots)
+        self.poller = PollWorkers(settings.poll_workers, max_in_flight=settings.max_in_flight + suspect_slots)
         self.intervals = {DeviceClass.BMC: settings.bmc_interval_seconds,
                           DeviceClass.PDU: settings.pdu_interval_seconds,
                           DeviceClass.CDU: settings.cdu_interval_seconds}
@@ -354,8 +322,6 @@ class TelemetryLoop:
         self._writer: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
         self._store_ok = True
-        self._snmp_prepared = False
-        self._snmp_engines: dict[tuple[SnmpV3User | None, Secret | None], SnmpEngine] = {}
         self._unsettled = 0  # new devices not polled yet
 
     @property
@@ -376,9 +342,6 @@ class TelemetryLoop:
             self._queue.put_nowait(None)
             await self._writer
         await self.poller.close(STOP_SECONDS)
-        for engine in self._snmp_engines.values():
-            engine.close_dispatcher()
-        self._snmp_engines.clear()
 
     async def rollup(self) -> int:
         # A reading may be stored this long after it was taken: its bucket must not be rolled up before.
@@ -396,9 +359,6 @@ class TelemetryLoop:
     async def refresh(self) -> None:
         """Start polling new devices, stop polling removed ones, restart those whose spec changed."""
         specs = {spec.key: spec for spec in await blocking(load_devices, self.inventory, self.settings.sites)}
-        if not self._snmp_prepared and any(spec.protocol == DeviceProtocol.SNMP for spec in specs.values()):
-            await blocking(prepare_snmp)
-            self._snmp_prepared = True
         await self._remove([key for key, device in self._devices.items() if specs.get(key) != device.spec])
         for key, spec in specs.items():
             if key not in self._devices:
@@ -428,13 +388,7 @@ class TelemetryLoop:
     async def reader(self, spec: DeviceSpec) -> Reader:
         timeout = self.settings.request_timeout_seconds
         if spec.protocol == DeviceProtocol.SNMP:
-            target = snmp_target(spec, self.store, timeout)
-            # One engine per credential serves every PDU using it: a new SnmpEngine costs ~0.3 s of CPU
-            # (made off the loop), a thousand PDUs would cost minutes.
-            credential = (target.v3, target.community)
-            if credential not in self._snmp_engines:
-                self._snmp_engines[credential] = await blocking(new_engine)
-            return SnmpReader(SnmpPdu(target, engine=self._snmp_engines[credential]))
+            return WorkerReader(self.poller, snmp_target(spec, self.store, timeout), DeviceKind.RACK_PDU)
         bmc_settings = self.access.settings
         default_port = bmc_settings.ipmi_port if spec.protocol == BmcProtocol.IPMI else bmc_settings.redfish_port
         where = bmc.BmcTarget(site=spec.site, address=spec.address, port=spec.port or default_port,
@@ -454,7 +408,7 @@ class TelemetryLoop:
                            ca_bundle=ca_bundle, fingerprint=pin, timeout=timeout)
         kind = {DeviceClass.BMC: DeviceKind.SERVER, DeviceClass.PDU: DeviceKind.RACK_PDU,
                 DeviceClass.CDU: DeviceKind.CDU}[spec.device_class]
-        return RedfishReader(self.poller, target, kind)
+        return WorkerReader(self.poller, target, kind)
 
     def queue(self, readings: list[ReadingIn]) -> None:
         self._queue.put_nowait(readings)

@@ -26,8 +26,8 @@ from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 from pysnmp.smi import builder, view
 
 from drivers.base import (
-    AuthFailed, BmcUnreachable, DriverError, InsecureRefused, MalformedReply, OutletAction, OutletReading,
-    Secret, SensorReading, Timeout, Unsupported)
+    AuthFailed, BmcUnreachable, DriverError, InsecureRefused, MalformedReply, Metric, OutletAction, OutletReading,
+    OutletState, Secret, SensorReading, Timeout, Unsupported)
 from drivers.profiles.snmp_pdu import GENERIC, PROFILES, Column, PduProfile
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -102,6 +102,9 @@ IF_NAME = "1.3.6.1.2.1.31.1.1.1.1"
 FDB_IGNORED_STATUSES = {2, 4}  # invalid(2), self(4): not a station behind the port
 
 ENTITY_SENSOR_OK = 1  # EntitySensorStatus ok(1)
+OUTLET_METRICS = ((Metric.OUTLET_POWER_WATTS, "power_watts"), (Metric.OUTLET_CURRENT_AMPS, "current_amps"),
+                  (Metric.OUTLET_ENERGY_KWH, "energy_kwh"))
+OUTLET_ON = {OutletState.ON: 1.0, OutletState.OFF: 0.0}
 
 Value = int | bytes | str  # a varbind after parsing: integers, octet strings, OIDs (dotted)
 
@@ -201,6 +204,12 @@ def _asked(oid: str) -> ObjectType:
     (a walk of the view's OID tree) unless it was resolved before, which cost a PDU poll ~10 % of its CPU.
     Shared across requests and never changed."""
     return ObjectType(ObjectIdentity(oid)).resolve_with_mib(mib_view())
+
+
+def build_mib_view() -> None:
+    """Build pysnmp's MIB view and compiler now (~5 s of CPU, once per process), on a thread: pysnmp builds
+    them at the first request otherwise, on the event loop, stalling everything else on it."""
+    _asked(SYS_OBJECT_ID)
 
 
 def new_engine() -> SnmpEngine:
@@ -496,6 +505,18 @@ class SnmpPdu:
         if profile.entity_sensors:
             readings += _entity_readings(profile, walks)
         return readings
+
+    async def read_telemetry(self) -> list[SensorReading]:
+        """The outlet table as readings labelled ``outlet`` (the index), then the inputs (``read_inputs``)."""
+        readings = []
+        for outlet in await self.read_outlets():
+            labels = {"outlet": str(outlet.index)}
+            for metric, attribute in OUTLET_METRICS:
+                if (value := getattr(outlet, attribute)) is not None:
+                    readings.append(SensorReading(metric, value, labels))
+            if outlet.state in OUTLET_ON:
+                readings.append(SensorReading(Metric.OUTLET_ON, OUTLET_ON[outlet.state], labels))
+        return readings + await self.read_inputs()
 
     async def _walk(self, table: str, columns: list[str]) -> dict[str, dict[str, Value]]:
         """walk_many, expecting as many rows as the table had last time."""

@@ -1,23 +1,25 @@
-"""Redfish telemetry polled in worker processes: the daemon's event loop schedules, its workers poll.
+"""Redfish and SNMP telemetry polled in worker processes: the daemon's event loop schedules, its workers poll.
 
 One event loop polls about 700 Redfish BMCs a second (two HTTPS requests each): aiohttp's request path, TLS
 and the parsing take ~1.3 ms of its thread per poll, and that thread was the limit while the host's other
-cores idled (bench/, 10,000 BMCs). ``RedfishWorkers`` runs ``telemetry.redfish_workers`` processes, each
-with its own event loop and ``RedfishPoller``; a BMC always goes to the same worker, which keeps its
-connection, session and plan.
+cores idled (bench/, 10,000 BMCs). An SNMPv3 PDU's poll costs ~21 ms of CPU (pyasn1 decoding its varbinds):
+a thousand PDUs every 30 s would take most of the loop's thread. ``PollWorkers`` runs
+``telemetry.poll_workers`` processes, each with its own event loop, a ``RedfishPoller`` and an ``SnmpPdu``
+per PDU; a device always goes to the same worker, which keeps its connection, session and plan (a PDU's
+profile and table sizes).
 
 The daemon speaks to a worker over the worker's stdin and stdout: frames of a 4-byte length and a pickled
 list of messages, everything one turn of the event loop produced. Pickle is safe here: both ends are our
 own processes. Credentials go down that pipe, never into arguments or the environment.
 
-To a worker: ``("target", key, fields)`` a BMC's address, credentials, TLS and deadline, before its first
+To a worker: ``("target", key, fields)`` a device's address, credentials, TLS and deadline, before its first
 poll and whenever they change; ``("poll", id, key, kind)``; ``("cancel", id)`` when the daemon gave up on a
-poll (its deadline); ``("forget", key)`` when no device polls that BMC any more (removed from the
+poll (its deadline); ``("forget", key)`` when no device polls that address any more (removed from the
 inventory, its spec changed, its credentials refused): log out of its session; ``("close",)``: log out of
 every session and exit. From a worker: ``("done", id, readings)``, ``("failed", id, error)``. A worker
 whose daemon has gone (end of its stdin) exits too.
 
-A worker that dies fails the polls it had with ``WorkerLost`` (the BMCs are not to blame: their state does
+A worker that dies fails the polls it had with ``WorkerLost`` (the devices are not to blame: their state does
 not change) and is started again for the next poll; one that dies again before it has answered a poll is
 started again only after 1 s, then 2, 4 … up to a minute, and the polls in between fail with ``WorkerLost``
 at once: a worker that cannot start (a broken install) must not be spawned and logged for every poll.
@@ -40,15 +42,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
+from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
 from daemon.heap import GC_THRESHOLDS, freeze_heap
 from drivers.base import Credentials, DriverError, Health, Metric, Secret, SensorReading
 from drivers.redfish_telemetry import BmcTarget, DeviceKind, RedfishPoller
+from drivers.snmp import AuthProtocol, PrivProtocol, SnmpPdu, SnmpTarget, SnmpV3User, build_mib_view, new_engine
 
 log = structlog.get_logger("baie.telemetry")
 
 FRAME = struct.Struct("!I")
-Key = tuple[str, str, int | None]
+Target = BmcTarget | SnmpTarget
+Key = tuple[str, str, int | None]  # (scheme, address, port): "https", "http" or "snmp"
 Row = tuple[str, float, dict[str, str], str | None]
 _METRICS = {metric.value: metric for metric in Metric}
 _HEALTH = {health.value: health for health in Health}
@@ -56,26 +61,41 @@ RESTART_BACKOFF = (1.0, 60.0)  # seconds before a worker that keeps dying is sta
 
 
 class WorkerLost(RuntimeError):
-    """The worker process polling a BMC exited before the poll ended."""
+    """The worker process polling a device exited before the poll ended."""
 
 
 class WorkerFailed(RuntimeError):
     """A poll failed in a worker with an error that is not a driver's (a bug: its traceback is in the log)."""
 
 
-def _key(target: BmcTarget) -> Key:
+def _key(target: Target) -> Key:
+    if isinstance(target, SnmpTarget):
+        return "snmp", target.host, target.port
     return target.scheme, target.address, target.port
 
 
-def _fields(target: BmcTarget) -> tuple:
+def _fields(target: Target) -> tuple:
     """A target as plain values: ``Secret`` refuses to be pickled, and this pipe is the one place it may go."""
-    return (target.address, target.credentials.username, target.credentials.password.reveal(), target.port,
-            target.scheme, target.ca_bundle and str(target.ca_bundle), target.fingerprint, target.timeout,
-            dict(target.labels))
+    if isinstance(target, SnmpTarget):
+        user = target.v3 and (target.v3.username, target.v3.auth_key.reveal(), target.v3.priv_key.reveal(),
+                              str(target.v3.auth_protocol), str(target.v3.priv_protocol))
+        return ("snmp", target.host, target.port, user, target.community and target.community.reveal(),
+                target.insecure_community_waiver, target.context, target.timeout, target.retries,
+                target.max_concurrency, target.max_repetitions)
+    return ("redfish", target.address, target.credentials.username, target.credentials.password.reveal(),
+            target.port, target.scheme, target.ca_bundle and str(target.ca_bundle), target.fingerprint,
+            target.timeout, dict(target.labels))
 
 
-def _target(fields: tuple) -> BmcTarget:
-    address, username, password, port, scheme, ca_bundle, fingerprint, timeout, labels = fields
+def _target(fields: tuple) -> Target:
+    if fields[0] == "snmp":
+        _, host, port, user, community, waiver, context, timeout, retries, max_concurrency, max_repetitions = fields
+        v3 = user and SnmpV3User(user[0], Secret(user[1]), Secret(user[2]), AuthProtocol(user[3]),
+                                 PrivProtocol(user[4]))
+        return SnmpTarget(host, port, v3=v3, community=community and Secret(community),
+                          insecure_community_waiver=waiver, context=context, timeout=timeout, retries=retries,
+                          max_concurrency=max_concurrency, max_repetitions=max_repetitions)
+    _, address, username, password, port, scheme, ca_bundle, fingerprint, timeout, labels = fields
     return BmcTarget(address, Credentials(username, Secret(password)), port=port, scheme=scheme,
                      ca_bundle=Path(ca_bundle) if ca_bundle else None, fingerprint=fingerprint, timeout=timeout,
                      labels=labels)
@@ -132,21 +152,21 @@ class _Worker:
         self._outbox: _Outbox | None = None
         self._reading: asyncio.Task | None = None
         self._pending: dict[int, asyncio.Future[list[SensorReading]]] = {}
-        self._sent: dict[Key, BmcTarget] = {}  # the targets this process has, as sent
+        self._sent: dict[Key, Target] = {}  # the targets this process has, as sent
         self._ids = itertools.count()
         self._starting = asyncio.Lock()
         self._closing = False  # close() asked it to exit (and kills it if it takes too long)
         self._exits = 0  # exits since a process of this worker last answered a poll
         self._restart_at = 0.0  # monotonic time before which it is not started again
-        self.command = [sys.executable, "-m", "daemon.redfish_workers", str(max_in_flight)]
+        self.command = [sys.executable, "-m", "daemon.poll_workers", str(max_in_flight)]
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process and self._process.returncode is None else None
 
-    async def poll(self, key: Key, target: BmcTarget, kind: DeviceKind) -> list[SensorReading]:
+    async def poll(self, key: Key, target: Target, kind: DeviceKind) -> list[SensorReading]:
         if self._outbox is None and (wait := self._restart_at - time.monotonic()) > 0:
-            raise WorkerLost(f"redfish poll worker {self.number} exited {self._exits} times in a row; started "
+            raise WorkerLost(f"poll worker {self.number} exited {self._exits} times in a row; started "
                              f"again in {wait:.0f} s")
         outbox = self._outbox or await self._started()
         if self._sent.get(key) is not target:  # the daemon keeps one target object per BMC until it changes
@@ -202,11 +222,11 @@ class _Worker:
                 backoff = min(first * 2 ** (self._exits - 2), most)
             self._restart_at = time.monotonic() + backoff
         if lost or (code != 0 and not self._closing):
-            log.error("redfish poll worker exited", worker=self.number, pid=process.pid, exit_code=code,
+            log.error("poll worker exited", worker=self.number, pid=process.pid, exit_code=code,
                       polls_lost=len(lost), restart_in_s=backoff)
         for future in lost.values():
             if not future.done():
-                future.set_exception(WorkerLost(f"redfish poll worker {self.number} (pid {process.pid}) exited "
+                future.set_exception(WorkerLost(f"poll worker {self.number} (pid {process.pid}) exited "
                                                 f"with code {code}"))
 
     async def close(self, timeout: float) -> None:
@@ -228,7 +248,7 @@ class _Worker:
             await reading
 
 
-class RedfishWorkers:
+class PollWorkers:
     """``RedfishPoller.poll``, run by ``count`` worker processes (started at their first poll)."""
 
     def __init__(self, count: int, *, max_in_flight: int) -> None:
@@ -239,12 +259,12 @@ class RedfishWorkers:
     def pids(self) -> list[int]:
         return [pid for worker in self._workers if (pid := worker.pid) is not None]
 
-    def hold(self, target: BmcTarget) -> None:
+    def hold(self, target: Target) -> None:
         """A device starts polling ``target``. Several devices may poll one Redfish service (a rack
         manager's PDUs and CDUs): its session is kept until the last of them releases it."""
         self._holders[_key(target)] += 1
 
-    def release(self, target: BmcTarget) -> None:
+    def release(self, target: Target) -> None:
         """A device stops polling ``target``; after the last one, its worker logs out of it and forgets it
         (BMCs have few session slots, and a session left behind holds one until it times out)."""
         key = _key(target)
@@ -255,7 +275,7 @@ class RedfishWorkers:
         if (worker := self._assigned.pop(key, None)) is not None:
             worker.forget(key)
 
-    async def poll(self, target: BmcTarget, kind: DeviceKind) -> list[SensorReading]:
+    async def poll(self, target: Target, kind: DeviceKind) -> list[SensorReading]:
         key = _key(target)
         worker = self._assigned.get(key)
         if worker is None:
@@ -269,6 +289,39 @@ class RedfishWorkers:
 
 
 # ------------------------------------------------------------------------------------- the worker's side
+def _snmp_engine() -> SnmpEngine:
+    build_mib_view()
+    return new_engine()
+
+
+class _SnmpPdus:
+    """A worker's SNMP PDUs. One SnmpEngine per credential serves every PDU using it (a new one costs ~0.3 s
+    of CPU: a thousand PDUs would cost minutes); engines, and pysnmp's MIB view before the first (~5 s of CPU),
+    are built on a thread while the loop goes on polling."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple, asyncio.Future[SnmpEngine]] = {}
+        self._pdus: dict[Key, SnmpPdu] = {}
+
+    async def read(self, key: Key, target: SnmpTarget) -> list[SensorReading]:
+        pdu = self._pdus.get(key)
+        if pdu is None or pdu.client.target is not target:  # new, or its target changed
+            credential = (target.v3, target.community)
+            engine = self._engines.get(credential)
+            if engine is None or (engine.done() and engine.exception() is not None):
+                engine = self._engines[credential] = asyncio.ensure_future(asyncio.to_thread(_snmp_engine))
+            pdu = self._pdus[key] = SnmpPdu(target, engine=await asyncio.shield(engine))
+        return await pdu.read_telemetry()
+
+    def forget(self, key: Key) -> None:
+        self._pdus.pop(key, None)
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            if engine.done() and engine.exception() is None:
+                engine.result().close_dispatcher()
+
+
 async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**31)
@@ -276,14 +329,19 @@ async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
     transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(channel_out, "wb"))
     outbox = _Outbox(transport.write)
     poller = RedfishPoller(max_in_flight=max_in_flight)
-    targets: dict[Key, BmcTarget] = {}
+    pdus = _SnmpPdus()
+    targets: dict[Key, Target] = {}
     polls: dict[int, asyncio.Task] = {}
     unpolled: set[Key] = set()  # BMCs given but not polled yet: once none is left, the heap is frozen
     logouts: set[asyncio.Task] = set()
 
-    async def poll(poll_id: int, key: Key, target: BmcTarget, kind: DeviceKind) -> None:
+    async def poll(poll_id: int, key: Key, target: Target, kind: DeviceKind) -> None:
         try:
-            outbox.put(("done", poll_id, _rows(await poller.poll(target, kind))))
+            if isinstance(target, SnmpTarget):
+                readings = await pdus.read(key, target)
+            else:
+                readings = await poller.poll(target, kind)
+            outbox.put(("done", poll_id, _rows(readings)))
         except DriverError as exc:
             outbox.put(("failed", poll_id, exc))
         except Exception as exc:
@@ -311,7 +369,8 @@ async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
                         task.cancel()
                 elif message[0] == "forget":
                     unpolled.discard(message[1])
-                    if (target := targets.pop(message[1], None)) is not None:
+                    pdus.forget(message[1])
+                    if isinstance(target := targets.pop(message[1], None), BmcTarget):
                         logout = asyncio.create_task(poller.forget(target))
                         logouts.add(logout)
                         logout.add_done_callback(logouts.discard)
@@ -322,6 +381,7 @@ async def _serve(max_in_flight: int, channel_in: int, channel_out: int) -> None:
             task.cancel()
         await asyncio.gather(*logouts, return_exceptions=True)
         await poller.close()
+        pdus.close()
         outbox.flush()
         transport.close()
 

@@ -1,6 +1,7 @@
-"""Redfish polls in worker processes (daemon.redfish_workers) against the peers of test_redfish_telemetry:
-sushy-static serving the recorded trees, misbehaving servers, a tarpit, and the token-session service.
-The workers are real processes; they are killed, signalled and read through /proc here.
+"""Polls in worker processes (daemon.poll_workers) against the peers of test_redfish_telemetry (sushy-static
+serving the recorded trees, misbehaving servers, a tarpit, the token-session service) and of
+test_snmp_driver (snmpsim). The workers are real processes; they are killed, signalled and read through
+/proc here.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.redfish_workers import RedfishWorkers, WorkerLost
+from daemon.poll_workers import PollWorkers, WorkerLost
 from drivers.base import AuthFailed, Credentials, MalformedReply, Metric, Secret, Timeout, TlsMismatch
 from drivers.redfish_telemetry import BmcTarget, DeviceKind, RedfishPoller
 from tests.lab.common import MOCKUPS, eventually
+from drivers.snmp import SnmpPdu
 from tests.test_redfish_telemetry import (  # noqa: F401 (fixtures)
     LEGACY,
     PASSWORD,
@@ -28,6 +30,7 @@ from tests.test_redfish_telemetry import (  # noqa: F401 (fixtures)
     target,
     values,
 )
+from tests.test_snmp_driver import USER, sim, v3_target  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not MOCKUPS.is_dir(), reason=f"Redfish mockups not found at {MOCKUPS}")
 
@@ -38,8 +41,8 @@ STOP = 5.0
 
 
 @pytest.fixture
-async def workers() -> AsyncIterator[RedfishWorkers]:
-    pool = RedfishWorkers(1, max_in_flight=16)
+async def workers() -> AsyncIterator[PollWorkers]:
+    pool = PollWorkers(1, max_in_flight=16)
     yield pool
     await pool.close(STOP)
 
@@ -69,7 +72,7 @@ class CountingTarpit:
 
 
 async def test_readings_are_the_in_process_poller_s_whichever_worker_polls(sushy):
-    pool = RedfishWorkers(2, max_in_flight=16)
+    pool = PollWorkers(2, max_in_flight=16)
     try:
         async with RedfishPoller() as poller:
             for name, kind in KINDS.items():
@@ -82,6 +85,27 @@ async def test_readings_are_the_in_process_poller_s_whichever_worker_polls(sushy
     finally:
         await pool.close(STOP)
     assert pool.pids() == []
+
+
+async def test_snmp_pdus_read_as_in_process_and_their_keys_reach_the_worker_only_through_its_pipe(workers, sim):
+    """Four vendors' PDUs sharing one credential: each reads in a worker as it does in-process (outlets and
+    inputs); a wrong key is refused with AuthFailed, typed; the keys are in neither the worker's arguments
+    nor its environment."""
+    for context in ("apc", "eaton", "raritan", "sentry4"):
+        pdu = SnmpPdu(v3_target(sim, context))
+        try:
+            expected = await pdu.read_telemetry()
+        finally:
+            pdu.close()
+        assert {r.metric for r in expected} >= {Metric.OUTLET_POWER_WATTS, Metric.OUTLET_ON}
+        assert await workers.poll(v3_target(sim, context), DeviceKind.RACK_PDU) == expected
+    [pid] = workers.pids()
+    for part in ("cmdline", "environ"):
+        data = Path(f"/proc/{pid}/{part}").read_bytes()
+        assert USER.auth_key.encode() not in data and USER.priv_key.encode() not in data
+
+    with pytest.raises(AuthFailed):
+        await workers.poll(v3_target(sim, "apc", auth="wrong-" + USER.auth_key), DeviceKind.RACK_PDU)
 
 
 async def test_driver_errors_cross_typed_with_their_fields(workers, sushy, bad_bmcs, fake):
@@ -108,7 +132,7 @@ async def test_driver_errors_cross_typed_with_their_fields(workers, sushy, bad_b
 async def test_a_poll_the_daemon_gives_up_on_is_cancelled_in_the_worker():
     tarpit = CountingTarpit()
     async with tarpit as port, asyncio.timeout(20):
-        pool = RedfishWorkers(1, max_in_flight=16)
+        pool = PollWorkers(1, max_in_flight=16)
         try:
             stuck = asyncio.create_task(pool.poll(target(port, timeout=60), DeviceKind.SERVER))
             await eventually(lambda: tarpit.open == 1, deadline=10, what="the worker connected to the tarpit")
@@ -130,7 +154,7 @@ async def test_a_dead_worker_fails_its_polls_and_is_started_again(workers, sushy
             with pytest.raises(WorkerLost, match="exited with code -9"):
                 await stuck
         assert [(e["event"], e["polls_lost"], e["exit_code"]) for e in logs] == [
-            ("redfish poll worker exited", 1, -9)]
+            ("poll worker exited", 1, -9)]
 
         bmc = target(sushy.ports["public-cooling-unit"])
         assert await workers.poll(bmc, DeviceKind.CDU)
@@ -152,10 +176,10 @@ async def test_a_worker_that_keeps_dying_is_started_again_after_a_growing_wait(w
         with pytest.raises(WorkerLost, match="exited 2 times in a row; started again in 1 s"):
             await workers.poll(bmc, DeviceKind.CDU)
     assert starts.read_text().splitlines() == ["started"] * 2
-    assert [(e["event"], e["restart_in_s"]) for e in logs] == [("redfish poll worker exited", 0.0),
-                                                                ("redfish poll worker exited", 1.0)]
+    assert [(e["event"], e["restart_in_s"]) for e in logs] == [("poll worker exited", 0.0),
+                                                                ("poll worker exited", 1.0)]
 
-    worker.command = RedfishWorkers(1, max_in_flight=16)._workers[0].command
+    worker.command = PollWorkers(1, max_in_flight=16)._workers[0].command
 
     async def answered() -> bool:
         try:
@@ -193,7 +217,7 @@ async def test_the_last_device_to_release_a_bmc_has_its_session_logged_out(worke
 
 
 async def test_credentials_reach_a_worker_only_through_its_pipe_and_close_logs_out(fake):
-    pool = RedfishWorkers(1, max_in_flight=16)
+    pool = PollWorkers(1, max_in_flight=16)
     bmc = target(fake.port)
     first = await pool.poll(bmc, DeviceKind.RACK_PDU)
     assert values(first, Metric.OUTLET_POWER_WATTS, "outlet") == {"1": 100.5, "2": 42.25}
