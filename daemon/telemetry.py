@@ -222,7 +222,7 @@ class WorkerReader:
         return await self.poller.poll(self.target, self.kind)
 
     async def close(self) -> None:
-        self.poller.release(self.target)  # the last device to poll a BMC has its session logged out
+        self.poller.release(self.target)  # the last device to poll an address: the worker forgets it (logs out)
 
 
 class IpmiReader:
