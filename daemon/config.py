@@ -92,11 +92,11 @@ class TelemetrySettings(_Section):
     # SNMP polls in flight at once, apart: an SNMPv3 PDU's walks cost tens of ms of a poll worker's CPU, so
     # hundreds at once overran their deadlines waiting for it (bench/: 933 of 1,000 PDUs timed out at 256)
     snmp_in_flight: int = Field(default=32, ge=1, le=4096)
-    # processes polling Redfish devices and SNMP PDUs, each with its own event loop, while the daemon's
-    # schedules and writes (a key's old name, redfish_workers, is refused as unknown):
-    # one loop doing both topped out near 650 polls/s at 10,000 BMCs (two HTTPS requests each); one worker ~800
-    # then (polls due in bursts; ~1,800 with polls spread over the interval), on 2 cores shared with the
-    # simulated fleet, where two did no better for 12 % more CPU (bench/)
+    # processes polling Redfish devices and SNMP PDUs, each with its own event loop, while the daemon's loop
+    # schedules and writes (the key's old name, redfish_workers, is refused as unknown). One loop doing both
+    # topped out near 650 polls/s at 10,000 BMCs (two HTTPS requests each); one worker did ~1,800 with the polls
+    # spread over the interval, on 2 cores shared with the simulated fleet, where two workers did no better for
+    # 12 % more CPU (bench/)
     poll_workers: int = Field(default=1, ge=1, le=64)
     failures_before_unreachable: int = Field(default=3, ge=1)  # consecutive failures before a BMC is marked
     refresh_seconds: float = Field(default=300.0, gt=0)  # reload the device list from the inventory

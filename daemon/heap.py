@@ -11,9 +11,8 @@ def freeze_heap() -> None:
 
     The telemetry loop holds a task per device, its poll workers a connection, a session and a plan per BMC:
     about a million objects for 10,000 BMCs, that every full collection walked while the loop waited (~0.7 s
-    each, tens per minute);
-    and each poll allocates a few hundred objects that die young, so at Python's thresholds the collector
-    ran every couple of polls and promoted whatever was in flight (measured in bench/: 9 s of a 30 s window
+    each, tens per minute); and each poll allocates a few hundred objects that die young, so at Python's
+    thresholds the collector ran every couple of polls and promoted whatever was in flight (measured in bench/: 9 s of a 30 s window
     in the collector; with both, ~2 s; a poll worker over 10,000 BMCs spent 1.38-1.55 ms of CPU per poll
     unfrozen, 0.95-1.13 frozen). Frozen objects are still freed when nothing refers to them;
     unfreezing first lets this collection reclaim the cycles of devices removed since the last freeze.
